@@ -1,0 +1,27 @@
+"""mm-losses: every contrastive objective of the toolkit, standalone (torch only).
+
+>>> import mm_losses
+>>> loss = mm_losses.build("clip", tau=0.07)
+>>> value = loss(image_features, text_features)
+"""
+
+from mm_losses.base import ContrastiveLoss, check_features, check_index
+from mm_losses.distributed import all_gather_no_grad, all_gather_with_grad
+from mm_losses.registry import available, build, get, register
+
+# Importing the loss modules registers their losses.
+from mm_losses import clip, ghm, onlineclr, simclr, sogclr, vicreg  # noqa: F401, E402  isort: skip
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ContrastiveLoss",
+    "all_gather_no_grad",
+    "all_gather_with_grad",
+    "available",
+    "build",
+    "check_features",
+    "check_index",
+    "get",
+    "register",
+]

@@ -1,0 +1,106 @@
+"""Common base class and input checks for every loss in the registry."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from mm_losses.distributed import all_gather_no_grad, all_gather_with_grad, rank_and_world
+
+
+def check_features(image_features: torch.Tensor, text_features: torch.Tensor) -> None:
+    """Raise ``ValueError`` unless both are finite 2-D [B, d] tensors with equal B (and d)."""
+    for name, x in (("image_features", image_features), ("text_features", text_features)):
+        if not isinstance(x, torch.Tensor):
+            raise ValueError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+        if x.dim() != 2:
+            raise ValueError(f"{name} must have shape [batch, dim], got {tuple(x.shape)}")
+        if x.shape[0] < 2:
+            raise ValueError(f"{name} needs a batch of at least 2 samples, got {x.shape[0]}")
+        if not x.is_floating_point():
+            raise ValueError(f"{name} must be floating point, got {x.dtype}")
+    if image_features.shape != text_features.shape:
+        raise ValueError(
+            "image_features and text_features must have the same shape, got "
+            f"{tuple(image_features.shape)} and {tuple(text_features.shape)}"
+        )
+    for name, x in (("image_features", image_features), ("text_features", text_features)):
+        if not torch.isfinite(x).all():
+            raise ValueError(f"{name} contains NaN or Inf values")
+
+
+def check_index(index: torch.Tensor | None, batch: int, num_samples: int, loss_name: str) -> None:
+    """Raise ``ValueError`` unless ``index`` is int64 [batch], unique, in [0, num_samples)."""
+    if index is None:
+        raise ValueError(
+            f"loss {loss_name!r} keeps per-sample state and needs `index` "
+            "(int64 dataset indices of the batch, shape [B])"
+        )
+    if not isinstance(index, torch.Tensor) or index.dtype != torch.int64:
+        raise ValueError(f"index must be an int64 tensor, got {getattr(index, 'dtype', index)}")
+    if index.shape != (batch,):
+        raise ValueError(f"index must have shape [{batch}], got {tuple(index.shape)}")
+    lo, hi = int(index.min()), int(index.max())
+    if lo < 0 or hi >= num_samples:
+        raise ValueError(
+            f"index values must lie in [0, num_samples={num_samples}), got range [{lo}, {hi}]"
+        )
+    if torch.unique(index).numel() != batch:
+        raise ValueError("index contains duplicated dataset indices within one batch")
+
+
+class ContrastiveLoss(nn.Module):
+    """Base class: validates inputs, gathers across ranks, then calls ``compute``.
+
+    Subclasses implement ``compute(image_all, text_all, index_all, rank, local_batch)``
+    where ``*_all`` are the features of the global batch (all ranks concatenated, with
+    gradient) and ``rank * local_batch`` is the offset of this rank's rows. The returned
+    scalar is this rank's share: the mean over the rank's own anchors, so that averaging
+    the value over ranks (as DDP averages gradients) gives the global-batch loss.
+
+    Stateful subclasses set ``stateful = True`` and take ``num_samples``; their per-sample
+    state lives in registered buffers so ``state_dict()`` carries it. ``diagnostics()``
+    returns a dict of floats (mean temperatures, ...); ``on_epoch_end(epoch)`` advances
+    epoch-based schedules.
+    """
+
+    registry_name: str = "?"
+    stateful: bool = False
+    num_samples: int = 0
+
+    def forward(
+        self,
+        image_features: torch.Tensor,
+        text_features: torch.Tensor,
+        index: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        check_features(image_features, text_features)
+        batch = image_features.shape[0]
+        if self.stateful:
+            check_index(index, batch, self.num_samples, self.registry_name)
+        rank, world = rank_and_world()
+        if world > 1:
+            image_features = all_gather_with_grad(image_features)
+            text_features = all_gather_with_grad(text_features)
+            if index is not None:
+                index = all_gather_no_grad(index)
+                if self.stateful:
+                    check_index(index, batch * world, self.num_samples, self.registry_name)
+        return self.compute(image_features, text_features, index, rank, batch)
+
+    def compute(
+        self,
+        image_all: torch.Tensor,
+        text_all: torch.Tensor,
+        index_all: torch.Tensor | None,
+        rank: int,
+        local_batch: int,
+    ) -> torch.Tensor:
+        raise NotImplementedError
+
+    def diagnostics(self) -> dict[str, float]:
+        """Scalar diagnostics for logging (e.g. mean temperature); empty by default."""
+        return {}
+
+    def on_epoch_end(self, epoch: int) -> None:
+        """Advance epoch-based schedules (gamma, eta); no-op by default."""

@@ -1,0 +1,1 @@
+"""Losses of module ghm (being written)."""

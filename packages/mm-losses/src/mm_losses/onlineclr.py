@@ -1,0 +1,1 @@
+"""Losses of module onlineclr (being written)."""

@@ -1,0 +1,1 @@
+"""Losses of module simclr (being written)."""

@@ -1,0 +1,3 @@
+"""mm-models: Encoders, transformers and vision-language glue for multimodal representation learning."""
+
+__version__ = "0.1.0"
