@@ -10,7 +10,7 @@ from mm_losses.distributed import all_gather_no_grad, all_gather_with_grad
 from mm_losses.registry import available, build, get, register
 
 # Importing the loss modules registers their losses.
-from mm_losses import clip, ghm, onlineclr, simclr, sogclr, vicreg  # noqa: F401, E402  isort: skip
+from mm_losses import clip, ghm, onlineclr, simclr, sogclr, vicreg  # noqa: F401  isort: skip
 
 __version__ = "0.1.0"
 
