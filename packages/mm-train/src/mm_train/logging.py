@@ -1,0 +1,399 @@
+"""Run outputs that a person or a script reads: metrics, summary and progress.
+
+- ``RunLogger`` appends one JSON object per log call to ``OUT/metrics.jsonl`` (flushed
+  line by line, so a killed run keeps what it logged) and writes ``OUT/summary.json``
+  atomically. On resume it first drops the lines logged after the resumed step, so the
+  file never holds two versions of a step.
+- ``Progress`` is a tqdm bar with loss, samples/s and ETA on a terminal; when stderr is
+  not a terminal (a log file, a cluster job) it prints a plain status line at most every
+  ~10% of the run or every 30 s instead of redrawing a bar.
+- ``atomic_write_text`` / ``atomic_write_json`` write a temp file in the target's
+  directory, fsync it and ``os.replace`` it over the target: readers see the old file or
+  the new one, never half of one.
+
+Every class takes ``enabled``; pass ``enabled=(rank == 0)`` under DDP so only one
+process writes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import sys
+import time
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, TextIO
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+__all__ = [
+    "Progress",
+    "RunLogger",
+    "atomic_write_json",
+    "atomic_write_text",
+]
+
+# Indirection so tests can drive the plain-progress timer without sleeping.
+_clock = time.monotonic
+
+
+# --------------------------------------------------------------------------- atomic writes
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make a rename inside ``directory`` durable (POSIX only; a no-op where unsupported)."""
+    if os.name != "posix":
+        return
+    with contextlib.suppress(OSError):
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically (temp file in the same dir, fsync, os.replace)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    # os.open with 0o666 lets the umask decide the final permissions, as open() would.
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(path.parent)
+
+
+def atomic_write_json(path: str | Path, obj: Any, *, indent: int | None = 2) -> None:
+    """Write ``obj`` as JSON to ``path`` atomically; numpy/torch scalars become numbers."""
+    text = json.dumps(obj, indent=indent, default=_json_default)
+    atomic_write_text(path, text + "\n")
+
+
+def _json_default(value: Any) -> Any:
+    """``json.dumps`` fallback for scalars from numpy/torch, paths and tuples of them."""
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, (torch.Tensor, np.ndarray, np.generic)):
+        return _to_scalar(value, "value")
+    raise TypeError(f"object of type {type(value).__name__} is not JSON serializable")
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+def _to_scalar(value: Any, key: str) -> Any:
+    """Return ``value`` as a plain Python number (or str/bool/None), or raise TypeError."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, torch.Tensor):
+        if value.ndim != 0:
+            raise TypeError(
+                f"metric {key!r} is a tensor of shape {tuple(value.shape)}; log a scalar "
+                "(a 0-dim tensor, e.g. loss.detach() or x.mean())"
+            )
+        return value.detach().cpu().item()
+    if isinstance(value, np.ndarray):
+        if value.ndim != 0:
+            raise TypeError(f"metric {key!r} is an array of shape {value.shape}; log a scalar")
+        return value.item()
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"metric {key!r} has type {type(value).__name__}; expected a number")
+
+
+def _flatten(mapping: Mapping[str, Any], prefix: str = "", sep: str = "/") -> dict[str, Any]:
+    """Flatten nested mappings into one level with ``sep``-joined keys."""
+    flat: dict[str, Any] = {}
+    for key, value in mapping.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(_flatten(value, name + sep, sep))
+        elif isinstance(value, (list, tuple)):
+            flat[name] = [_to_scalar(v, name) for v in value]
+        else:
+            flat[name] = _to_scalar(value, name)
+    return flat
+
+
+def _keep_until(path: Path, last_step: int) -> None:
+    """Rewrite ``path`` keeping only well-formed lines whose step is <= ``last_step``."""
+    if not path.exists():
+        return
+    kept = []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a half-written last line from a killed run
+            if not isinstance(record, dict):
+                continue
+            step = record.get("step")
+            if isinstance(step, (int, float)) and step > last_step:
+                continue
+            kept.append(json.dumps(record) + "\n")
+    atomic_write_text(path, "".join(kept))
+
+
+class RunLogger:
+    """Metrics log (``metrics.jsonl``, one JSON object per ``log``) and ``summary.json``.
+
+    ``resume_step=None`` starts a fresh ``metrics.jsonl``; ``resume_step=N`` keeps the
+    existing file's lines with ``step <= N`` and appends after them. With
+    ``enabled=False`` (non-zero DDP ranks) or ``out_dir=None`` every method is a no-op.
+    """
+
+    def __init__(
+        self,
+        out_dir: str | Path | None,
+        enabled: bool = True,
+        resume_step: int | None = None,
+    ) -> None:
+        self.enabled = bool(enabled) and out_dir is not None
+        self.out_dir = Path(out_dir) if out_dir is not None else None
+        self._file: TextIO | None = None
+        self._closed = False
+        if not self.enabled:
+            return
+        assert self.out_dir is not None
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        if resume_step is None:
+            mode = "w"
+        else:
+            _keep_until(self.metrics_path, int(resume_step))
+            mode = "a"
+        self._file = open(self.metrics_path, mode, encoding="utf-8")  # noqa: SIM115
+
+    @property
+    def metrics_path(self) -> Path:
+        """Path of ``metrics.jsonl``."""
+        if self.out_dir is None:
+            raise ValueError("RunLogger has no out_dir")
+        return self.out_dir / "metrics.jsonl"
+
+    @property
+    def summary_path(self) -> Path:
+        """Path of ``summary.json``."""
+        if self.out_dir is None:
+            raise ValueError("RunLogger has no out_dir")
+        return self.out_dir / "summary.json"
+
+    def log(self, step: int, metrics: Mapping[str, float | int]) -> None:
+        """Append ``{"step": step, **metrics}`` as one JSON line and flush it."""
+        if not self.enabled:
+            return
+        if self._file is None:
+            raise ValueError("RunLogger.log called after close()")
+        if "step" in metrics:
+            raise ValueError("metrics must not contain the key 'step'; pass it as `step`")
+        record: dict[str, Any] = {"step": int(step)}
+        for key, value in metrics.items():
+            record[str(key)] = _to_scalar(value, str(key))
+        self._file.write(json.dumps(record) + "\n")
+        self._file.flush()
+
+    def write_summary(self, summary: Mapping[str, Any]) -> None:
+        """Write ``summary.json`` atomically; nested mappings are flattened to ``a/b`` keys."""
+        if not self.enabled:
+            return
+        atomic_write_json(self.summary_path, _flatten(summary))
+
+    def close(self) -> None:
+        """Close ``metrics.jsonl``; safe to call twice."""
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def __enter__(self) -> RunLogger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+# --------------------------------------------------------------------------- progress
+
+
+def _format_seconds(seconds: float) -> str:
+    """Format a duration as ``M:SS`` or ``H:MM:SS`` (``?`` when unknown)."""
+    if not math.isfinite(seconds) or seconds < 0:
+        return "?"
+    s = round(seconds)
+    h, rem = divmod(s, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+def _format_value(value: Any) -> str:
+    """Short form of a postfix value (4 significant digits for floats)."""
+    value = _to_scalar(value, "postfix")
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def _isatty(stream: Any) -> bool:
+    """Whether ``stream`` is an interactive terminal."""
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False
+
+
+class Progress:
+    """Progress over ``total`` units: a tqdm bar on a terminal, sparse plain lines otherwise.
+
+    ``update(n, samples=B, loss=...)`` advances by ``n`` units; ``samples`` counts the
+    samples processed in that update (shown as samples/s) and keyword values are shown
+    next to the bar. Off a terminal a one-line status is printed each time another
+    ``plain_every`` fraction of ``total`` is done or ``plain_interval_s`` seconds have
+    passed, and once more on ``close()``. ``enabled=False`` prints nothing.
+    """
+
+    def __init__(
+        self,
+        total: int,
+        desc: str = "",
+        initial: int = 0,
+        enabled: bool = True,
+        unit: str = "step",
+        *,
+        file: TextIO | None = None,
+        plain_every: float = 0.1,
+        plain_interval_s: float = 30.0,
+    ) -> None:
+        self.total = int(total)
+        self.desc = desc
+        self.unit = unit
+        self.initial = int(initial)
+        self.n = int(initial)
+        self.enabled = bool(enabled)
+        self.postfix: dict[str, Any] = {}
+        self._stream = file if file is not None else sys.stderr
+        self._plain_every = plain_every
+        self._plain_interval_s = plain_interval_s
+        self._samples = 0
+        self._start = _clock()
+        self._last_print_time = self._start
+        self._last_print_n = self.n
+        self._closed = False
+        self._bar: tqdm | None = None
+        if self.enabled and _isatty(self._stream):
+            self._bar = tqdm(
+                total=self.total,
+                initial=self.initial,
+                desc=desc or None,
+                unit=unit,
+                file=self._stream,
+                dynamic_ncols=True,
+                smoothing=0.1,
+                mininterval=0.2,
+            )
+
+    def _bucket(self, n: int) -> int:
+        """Index of the ``plain_every``-sized slice of ``total`` that ``n`` falls in."""
+        if self.total <= 0 or self._plain_every <= 0:
+            return n
+        return math.floor(n / (self._plain_every * self.total) + 1e-9)
+
+    def samples_per_second(self) -> float | None:
+        """Samples per second since this Progress started (None if none were counted)."""
+        elapsed = _clock() - self._start
+        if self._samples == 0 or elapsed <= 0:
+            return None
+        return self._samples / elapsed
+
+    def _postfix_text(self) -> str:
+        """The ``loss=0.123, 512 samples/s`` text shown after the counts."""
+        parts = [f"{key}={_format_value(value)}" for key, value in self.postfix.items()]
+        rate = self.samples_per_second()
+        if rate is not None:
+            parts.append(f"{rate:.4g} samples/s")
+        return ", ".join(parts)
+
+    def _plain_line(self) -> str:
+        """One status line for logs: counts, percent, postfix, rates, elapsed and ETA."""
+        elapsed = _clock() - self._start
+        done = self.n - self.initial
+        unit_rate = done / elapsed if elapsed > 0 else 0.0
+        head = f"{self.desc}: " if self.desc else ""
+        if self.total > 0:
+            pct = 100.0 * self.n / self.total
+            counts = f"{self.n}/{self.total} {self.unit} ({pct:.0f}%)"
+            remaining = (self.total - self.n) / unit_rate if unit_rate > 0 else math.inf
+        else:
+            counts = f"{self.n} {self.unit}"
+            remaining = math.inf
+        parts = [head + counts]
+        postfix = self._postfix_text()
+        if postfix:
+            parts.append(postfix)
+        parts.append(f"{unit_rate:.3g} {self.unit}/s")
+        parts.append(f"elapsed {_format_seconds(elapsed)}")
+        parts.append(f"eta {_format_seconds(0.0 if self.n >= self.total else remaining)}")
+        return " | ".join(parts)
+
+    def _print_plain(self) -> None:
+        """Print the status line and remember when and where it was printed."""
+        print(self._plain_line(), file=self._stream, flush=True)
+        self._last_print_time = _clock()
+        self._last_print_n = self.n
+
+    def update(self, n: int = 1, samples: int | None = None, **postfix: float) -> None:
+        """Advance by ``n`` units; ``samples`` feeds the samples/s rate, ``postfix`` the display."""
+        if not self.enabled or self._closed:
+            return
+        self.n += int(n)
+        if samples is not None:
+            self._samples += int(samples)
+        self.postfix.update(postfix)
+        if self._bar is not None:
+            self._bar.set_postfix_str(self._postfix_text(), refresh=False)
+            self._bar.update(int(n))
+            return
+        if self.n == self._last_print_n:
+            return
+        crossed = self._bucket(self.n) > self._bucket(self._last_print_n)
+        stale = _clock() - self._last_print_time >= self._plain_interval_s
+        if crossed or stale:
+            self._print_plain()
+
+    def write(self, message: str) -> None:
+        """Print a message without breaking the bar."""
+        if not self.enabled:
+            return
+        if self._bar is not None:
+            self._bar.write(message, file=self._stream)
+        else:
+            print(message, file=self._stream, flush=True)
+
+    def close(self) -> None:
+        """Finish the bar (or print a last status line if progress was made since the last)."""
+        if not self.enabled or self._closed:
+            return
+        self._closed = True
+        if self._bar is not None:
+            self._bar.close()
+        elif self.n != self._last_print_n:
+            self._print_plain()
+
+    def __enter__(self) -> Progress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
