@@ -6,7 +6,13 @@
 """
 
 from mm_losses.base import ContrastiveLoss, check_features, check_index
-from mm_losses.distributed import all_gather_no_grad, all_gather_with_grad
+from mm_losses.distributed import (
+    all_gather_no_grad,
+    all_gather_with_grad,
+    raise_if_any_rank_failed,
+    rank_and_world,
+)
+from mm_losses.ghm import ghm_clip_from_logits, ghm_clip_pairs
 from mm_losses.registry import available, build, get, register
 
 # Importing the loss modules registers their losses.
@@ -23,5 +29,9 @@ __all__ = [
     "check_features",
     "check_index",
     "get",
+    "ghm_clip_from_logits",
+    "ghm_clip_pairs",
+    "raise_if_any_rank_failed",
+    "rank_and_world",
     "register",
 ]

@@ -5,7 +5,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mm_losses.distributed import all_gather_no_grad, all_gather_with_grad, rank_and_world
+from mm_losses.distributed import (
+    all_gather_no_grad,
+    all_gather_with_grad,
+    raise_if_any_rank_failed,
+    rank_and_world,
+)
 
 
 def check_features(image_features: torch.Tensor, text_features: torch.Tensor) -> None:
@@ -49,6 +54,15 @@ def check_index(index: torch.Tensor | None, batch: int, num_samples: int, loss_n
         raise ValueError("index contains duplicated dataset indices within one batch")
 
 
+def working_dtype(x: torch.Tensor) -> torch.dtype:
+    """dtype to compute a loss in: float32 for half/bfloat16 inputs, else the input's.
+
+    Losses exponentiate logits of size 1/tau (100 for tau = 0.01); that is done in at
+    least float32 even under autocast, while the matmuls may run in low precision.
+    """
+    return torch.promote_types(x.dtype, torch.float32)
+
+
 class ContrastiveLoss(nn.Module):
     """Base class: validates inputs, gathers across ranks, then calls ``compute``.
 
@@ -57,16 +71,24 @@ class ContrastiveLoss(nn.Module):
     gradient) and ``rank * local_batch`` is the offset of this rank's rows. The returned
     scalar is this rank's share: the mean over the rank's own anchors, so that averaging
     the value over ranks (as DDP averages gradients) gives the global-batch loss.
+    ``index_all`` is the gathered int64 index for stateful losses and None otherwise
+    (losses without per-sample state ignore ``index``).
 
     Stateful subclasses set ``stateful = True`` and take ``num_samples``; their per-sample
     state lives in registered buffers so ``state_dict()`` carries it. ``diagnostics()``
     returns a dict of floats (mean temperatures, ...); ``on_epoch_end(epoch)`` advances
-    epoch-based schedules.
+    epoch-based schedules. ``batch_multiple`` is how many rows per sample a batch holds
+    (1; ``ghm_clip`` takes K+1 blocks of B rows).
+
+    Inputs are validated before any state changes. In a process group, validation is
+    agreed on by all ranks (one small collective): if any rank's input is bad, every
+    rank raises ``ValueError`` instead of the others hanging in the gather.
     """
 
     registry_name: str = "?"
     stateful: bool = False
     num_samples: int = 0
+    batch_multiple: int = 1
 
     def forward(
         self,
@@ -74,19 +96,30 @@ class ContrastiveLoss(nn.Module):
         text_features: torch.Tensor,
         index: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        check_features(image_features, text_features)
-        batch = image_features.shape[0]
-        if self.stateful:
-            check_index(index, batch, self.num_samples, self.registry_name)
+        error = None
+        try:
+            check_features(image_features, text_features)
+            if self.stateful:
+                check_index(index, image_features.shape[0], self.num_samples, self.registry_name)
+        except ValueError as err:
+            error = err
         rank, world = rank_and_world()
-        if world > 1:
-            image_features = all_gather_with_grad(image_features)
-            text_features = all_gather_with_grad(text_features)
-            if index is not None:
-                index = all_gather_no_grad(index)
-                if self.stateful:
-                    check_index(index, batch * world, self.num_samples, self.registry_name)
-        return self.compute(image_features, text_features, index, rank, batch)
+        if error is not None and world == 1:
+            raise error
+        if world == 1:
+            index_all = index if self.stateful else None
+            return self.compute(
+                image_features, text_features, index_all, 0, image_features.shape[0]
+            )
+        raise_if_any_rank_failed(error, [image_features.shape])
+        batch = image_features.shape[0]
+        image_all = all_gather_with_grad(image_features, check_shape=False)
+        text_all = all_gather_with_grad(text_features, check_shape=False)
+        index_all = None
+        if self.stateful:
+            index_all = all_gather_no_grad(index, check_shape=False)
+            check_index(index_all, batch * world, self.num_samples, self.registry_name)
+        return self.compute(image_all, text_all, index_all, rank, batch)
 
     def compute(
         self,

@@ -1,1 +1,277 @@
-"""Losses of module clip (being written)."""
+"""CLIP-style losses: symmetric InfoNCE (``clip``), sigmoid pairwise (``siglip``), ``cyclip``.
+
+Notation: x_i, t_j image and text features (L2-normalised unless ``normalize=False``),
+S_ij = <x_i, t_j>. In a process group every rank scores its own rows (anchors) against
+the gathered columns of the global batch; its return value is the mean over its anchors.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mm_losses.base import ContrastiveLoss, working_dtype
+from mm_losses.registry import register
+
+TEMPERATURE_MODES = ("fixed", "learnable", "per_sample")
+
+
+class Temperature(nn.Module):
+    """Temperature of a softmax loss: fixed, one learnable scalar, or one per dataset sample.
+
+    Learnable temperatures are stored as ``logit_scale = log(1 / tau)`` (open_clip's
+    parametrisation, so ``exp(logit_scale)`` multiplies the similarities) and projected
+    onto ``[log(1/tau_max), log(1/tau_min)]`` at every call, the way open_clip clamps its
+    logit scale to at most 100 after each step (``tau_min=0.01`` reproduces that). The
+    projection happens before the value is used, so a parameter pushed past a bound by an
+    optimiser step comes back and keeps receiving gradient.
+    """
+
+    def __init__(
+        self,
+        mode: str = "fixed",
+        tau: float = 0.07,
+        tau_min: float = 0.01,
+        tau_max: float = 1.0,
+        num_samples: int | None = None,
+    ) -> None:
+        super().__init__()
+        if mode not in TEMPERATURE_MODES:
+            raise ValueError(f"temperature must be one of {TEMPERATURE_MODES}, got {mode!r}")
+        if not 0 < tau_min <= tau <= tau_max:
+            raise ValueError(f"need 0 < tau_min <= tau <= tau_max, got {tau_min}, {tau}, {tau_max}")
+        self.mode, self.tau = mode, float(tau)
+        self.bounds = (math.log(1.0 / tau_max), math.log(1.0 / tau_min))
+        init = math.log(1.0 / tau)
+        if mode == "learnable":
+            self.logit_scale = nn.Parameter(torch.tensor(init))
+        elif mode == "per_sample":
+            if num_samples is None or num_samples < 1:
+                raise ValueError("temperature='per_sample' needs num_samples (the dataset size)")
+            self.logit_scale = nn.Parameter(torch.full((num_samples,), init))
+
+    def scale(self, index: torch.Tensor | None = None) -> torch.Tensor | float:
+        """1 / tau: a float (fixed), a 0-d tensor (learnable) or a [B] tensor (per sample)."""
+        if self.mode == "fixed":
+            return 1.0 / self.tau
+        lo, hi = self.bounds
+        if self.mode == "learnable":
+            self.logit_scale.data.clamp_(lo, hi)
+            return self.logit_scale.exp()
+        self.logit_scale.data[index] = self.logit_scale.data[index].clamp(lo, hi)
+        return self.logit_scale[index].exp()
+
+    def diagnostics(self) -> dict[str, float]:
+        if self.mode == "fixed":
+            return {"tau": self.tau}
+        tau = (-self.logit_scale.detach().clamp(*self.bounds)).exp()
+        if self.mode == "learnable":
+            return {"tau": float(tau)}
+        return {
+            "tau_mean": float(tau.mean()),
+            "tau_min": float(tau.min()),
+            "tau_max": float(tau.max()),
+        }
+
+
+def _features(x: torch.Tensor, normalize: bool) -> torch.Tensor:
+    return F.normalize(x, dim=-1) if normalize else x
+
+
+def symmetric_info_nce(
+    image: torch.Tensor,
+    text: torch.Tensor,
+    rows: slice,
+    scale: torch.Tensor | float,
+    bias: torch.Tensor | float = 0.0,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """CLIP (Radford et al. 2021, Fig. 3): 0.5 [CE(S/tau, diag) + CE(S^T/tau, diag)] on ``rows``.
+
+    ``image`` and ``text`` are the gathered [N, d] features, ``rows`` selects this rank's
+    anchors (pair i is image anchor i and text anchor i), ``scale`` is 1/tau: a scalar or
+    one value per anchor pair [b]. Returns (mean loss over the anchors, S_image, S_text)
+    with S_image = <x_rows, t> and S_text = <t_rows, x>, both [b, N] (reused by CyCLIP).
+    """
+    dtype = working_dtype(image)
+    b, n = rows.stop - rows.start, image.shape[0]
+    per_anchor = isinstance(scale, torch.Tensor) and scale.dim() == 1
+    if b == n:
+        # One process: one matmul serves both directions (text anchors are columns).
+        sim = (image @ text.T).to(dtype)
+        if per_anchor:
+            logits_image = sim * scale[:, None] + bias
+            logits_text = sim * scale[None, :] + bias
+        else:
+            logits_image = logits_text = sim * scale + bias
+        lse = logits_image.logsumexp(1).mean() + logits_text.logsumexp(0).mean()
+        positives = logits_image.diagonal().mean() + logits_text.diagonal().mean()
+        return 0.5 * (lse - positives), sim, sim.T
+    targets = torch.arange(rows.start, rows.stop, device=image.device)[:, None]
+    column = scale[:, None] if per_anchor else scale
+    sim_image = (image[rows] @ text.T).to(dtype)
+    sim_text = (text[rows] @ image.T).to(dtype)
+    logits_image = sim_image * column + bias
+    logits_text = sim_text * column + bias
+    lse = logits_image.logsumexp(1).mean() + logits_text.logsumexp(1).mean()
+    positives = logits_image.gather(1, targets).mean() + logits_text.gather(1, targets).mean()
+    return 0.5 * (lse - positives), sim_image, sim_text
+
+
+@register("clip")
+class CLIPLoss(ContrastiveLoss):
+    """Symmetric InfoNCE of CLIP (Radford et al., ICML 2021, https://arxiv.org/abs/2103.00020).
+
+    loss = 0.5 [CE(S / tau, diag) + CE(S^T / tau, diag)], S_ij = <x_i, t_j>.
+
+    Args:
+        tau: temperature (initial value when learnable).
+        temperature: "fixed", "learnable" (one global tau, log-parametrised as open_clip's
+            ``logit_scale``, clamped to [tau_min, tau_max]) or "per_sample" (one learnable
+            tau per dataset sample, used for that sample's image and text anchor rows;
+            needs ``num_samples`` and ``index``).
+        tau_min, tau_max: bounds of a learnable tau (tau_min=0.01 is open_clip's logit
+            scale cap of 100).
+        num_samples: dataset size, for ``temperature="per_sample"``.
+        logit_bias: if not None, a learnable bias added to every logit, initialised to
+            this value (as open_clip's ``logit_bias``). The softmax is shift invariant,
+            so for this loss it changes neither value nor gradients; it exists for
+            checkpoints that carry one.
+        normalize: L2-normalise the features first (default True).
+    """
+
+    def __init__(
+        self,
+        tau: float = 0.07,
+        temperature: str = "fixed",
+        tau_min: float = 0.01,
+        tau_max: float = 1.0,
+        num_samples: int | None = None,
+        logit_bias: float | None = None,
+        normalize: bool = True,
+    ) -> None:
+        super().__init__()
+        self.temperature = Temperature(temperature, tau, tau_min, tau_max, num_samples)
+        self.stateful = temperature == "per_sample"
+        self.num_samples = int(num_samples or 0) if self.stateful else 0
+        self.logit_bias = None
+        if logit_bias is not None:
+            self.logit_bias = nn.Parameter(torch.tensor(float(logit_bias)))
+        self.normalize = normalize
+
+    def compute(self, image_all, text_all, index_all, rank, local_batch):
+        return self._clip_terms(image_all, text_all, index_all, rank, local_batch)[0]
+
+    def _clip_terms(self, image_all, text_all, index_all, rank, local_batch):
+        x = _features(image_all, self.normalize)
+        t = _features(text_all, self.normalize)
+        rows = slice(rank * local_batch, (rank + 1) * local_batch)
+        if self.temperature.mode == "per_sample":
+            scale = self.temperature.scale(index_all[rows])
+        else:
+            scale = self.temperature.scale()
+        bias = 0.0 if self.logit_bias is None else self.logit_bias
+        return (*symmetric_info_nce(x, t, rows, scale, bias), x, t)
+
+    def diagnostics(self) -> dict[str, float]:
+        out = self.temperature.diagnostics()
+        if self.logit_bias is not None:
+            out["logit_bias"] = float(self.logit_bias.detach())
+        return out
+
+
+@register("siglip")
+class SigLIPLoss(ContrastiveLoss):
+    """Sigmoid loss of SigLIP (Zhai et al., ICCV 2023, https://arxiv.org/abs/2303.15343, Alg. 1).
+
+    loss = -1/B sum_ij log sigmoid(z_ij (t S_ij + b)), z_ij = +1 if i == j else -1, with a
+    learnable log temperature log t (init log(1/tau) = log 10) and bias b (init -10).
+    Each rank sums its rows against all gathered columns and divides by its row count.
+
+    Args:
+        tau: initial 1/t (0.1, i.e. t = 10).
+        logit_bias: initial b (-10).
+        learnable: learn t and b (default True); otherwise both stay fixed.
+        normalize: L2-normalise the features first (default True).
+    """
+
+    def __init__(
+        self,
+        tau: float = 0.1,
+        logit_bias: float = -10.0,
+        learnable: bool = True,
+        normalize: bool = True,
+    ) -> None:
+        super().__init__()
+        if tau <= 0:
+            raise ValueError(f"tau must be positive, got {tau}")
+        log_scale = torch.tensor(math.log(1.0 / tau))
+        bias = torch.tensor(float(logit_bias))
+        if learnable:
+            self.logit_scale = nn.Parameter(log_scale)
+            self.logit_bias = nn.Parameter(bias)
+        else:
+            self.register_buffer("logit_scale", log_scale)
+            self.register_buffer("logit_bias", bias)
+        self.normalize = normalize
+
+    def compute(self, image_all, text_all, index_all, rank, local_batch):
+        x = _features(image_all, self.normalize)
+        t = _features(text_all, self.normalize)
+        start = rank * local_batch
+        sim = (x[start : start + local_batch] @ t.T).to(working_dtype(x))
+        logits = sim * self.logit_scale.exp() + self.logit_bias
+        # -log sigmoid(-l) = softplus(l) off the diagonal, -log sigmoid(l) = softplus(l) - l on it.
+        positives = logits.diagonal(offset=start)
+        return (F.softplus(logits).sum() - positives.sum()) / local_batch
+
+    def diagnostics(self) -> dict[str, float]:
+        return {
+            "tau": float((-self.logit_scale.detach()).exp()),
+            "logit_bias": float(self.logit_bias.detach()),
+        }
+
+
+@register("cyclip")
+class CyCLIPLoss(CLIPLoss):
+    """CyCLIP (Goel et al., NeurIPS 2022, https://arxiv.org/abs/2205.14459, Eq. 4-6).
+
+    loss = CLIP + in_modal_weight * mean_ij (<x_i, x_j> - <t_i, t_j>)^2
+                + cross_modal_weight * mean_ij (<x_i, t_j> - <x_j, t_i>)^2
+    on the (normalised) features, i.e. ||XX^T - TT^T||^2 and ||XT^T - TX^T||^2 averaged
+    over the B^2 entries. (The authors' code scales both terms by an extra factor B.)
+
+    Args: ``in_modal_weight`` (0.25), ``cross_modal_weight`` (0.25), and every argument
+    of ``clip``.
+    """
+
+    def __init__(
+        self,
+        tau: float = 0.07,
+        temperature: str = "fixed",
+        tau_min: float = 0.01,
+        tau_max: float = 1.0,
+        num_samples: int | None = None,
+        logit_bias: float | None = None,
+        normalize: bool = True,
+        in_modal_weight: float = 0.25,
+        cross_modal_weight: float = 0.25,
+    ) -> None:
+        super().__init__(tau, temperature, tau_min, tau_max, num_samples, logit_bias, normalize)
+        self.in_modal_weight = float(in_modal_weight)
+        self.cross_modal_weight = float(cross_modal_weight)
+
+    def compute(self, image_all, text_all, index_all, rank, local_batch):
+        terms = self._clip_terms(image_all, text_all, index_all, rank, local_batch)
+        loss, sim_image, sim_text, x, t = terms
+        rows = slice(rank * local_batch, (rank + 1) * local_batch)
+        dtype = working_dtype(x)
+        in_modal = (x[rows] @ x.T).to(dtype) - (t[rows] @ t.T).to(dtype)
+        cross_modal = sim_image - sim_text  # <x_i, t_j> - <t_i, x_j>
+        return (
+            loss
+            + self.in_modal_weight * in_modal.square().mean()
+            + self.cross_modal_weight * cross_modal.square().mean()
+        )
