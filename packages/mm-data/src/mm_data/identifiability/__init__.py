@@ -1,5 +1,24 @@
 """Identifiability of multimodal contrastive learning (Daunhawer et al., ICLR 2023): data."""
 
+from mm_data.identifiability.imgtxt import (
+    COLOR_NAMES,
+    COLOR_PALETTES,
+    FACTORS,
+    IMAGE_LATENTS,
+    SHAPES,
+    TEMPLATES,
+    TEXT_LATENTS,
+    Multimodal3DIdent,
+    image_name_width,
+    make_caption,
+    nearest_color,
+    read_captions,
+    read_latents,
+    render_image,
+    sample_latents,
+    write_multimodal3dident,
+    write_split,
+)
 from mm_data.identifiability.latents import (
     InvertibleMLP,
     LatentBatch,
@@ -12,16 +31,38 @@ from mm_data.identifiability.latents import (
     sample_wishart,
     save_mixing,
 )
+from mm_data.identifiability.tokenizer import Vocabulary, caption_length, one_hot, tokenize
 
 __all__ = [
+    "COLOR_NAMES",
+    "COLOR_PALETTES",
+    "FACTORS",
+    "IMAGE_LATENTS",
+    "SHAPES",
+    "TEMPLATES",
+    "TEXT_LATENTS",
     "InvertibleMLP",
     "LatentBatch",
     "LatentConfig",
     "LatentModel",
+    "Multimodal3DIdent",
+    "Vocabulary",
+    "caption_length",
     "condition_threshold",
+    "image_name_width",
     "load_mixing",
+    "make_caption",
     "make_mixing",
+    "nearest_color",
+    "one_hot",
     "random_unit_column_matrices",
+    "read_captions",
+    "read_latents",
+    "render_image",
+    "sample_latents",
     "sample_wishart",
     "save_mixing",
+    "tokenize",
+    "write_multimodal3dident",
+    "write_split",
 ]

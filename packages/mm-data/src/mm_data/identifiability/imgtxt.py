@@ -1,0 +1,540 @@
+"""Multimodal3DIdent image/text pairs: a procedural 2D generator and one loader for both.
+
+Daunhawer et al., "Identifiability Results for Multimodal Contrastive Learning", ICLR 2023,
+section 5.2. The real data set is rendered with Blender (one object in front of a coloured
+background under a coloured spotlight); this module draws a 2D stand-in with the same factor
+structure and writes it in the same on-disk layout, per split and aligned by index:
+
+    <root>/<split>/images/<i>.png      i zero-padded to max(1, ceil(log10 N)) digits
+    <root>/<split>/text/text_raw.txt   one caption per line
+    <root>/<split>/latents_image.csv   IMAGE_LATENTS columns
+    <root>/<split>/latents_text.csv    TEXT_LATENTS columns
+
+Factor roles: shape and x/y position (a 3x3 grid) are shared by both modalities; the object
+colour is dependent but not one-to-one (the caption names the nearest colour of a randomly
+chosen palette); rotations, spotlight and background are image-specific; the phrasing (one of
+five templates) is text-specific. In 2D, alpharot rotates the shape, betarot squashes it,
+gammarot shears it, and the spotlight is a lighting gradient from the direction spotlight_pos.
+
+    write_multimodal3dident("data/m3di", 10_000, 1_000, 1_000, image_size=64, seed=0)
+    train = Multimodal3DIdent("data/m3di", "train")
+    val = Multimodal3DIdent("data/m3di", "val", vocab=train.vocab, max_len=train.max_len)
+"""
+
+from __future__ import annotations
+
+import collections
+import csv
+import functools
+import math
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+
+from mm_data.identifiability.tokenizer import Vocabulary, caption_length, tokenize
+
+__all__ = [
+    "COLOR_NAMES",
+    "COLOR_PALETTES",
+    "FACTORS",
+    "IMAGE_LATENTS",
+    "SHAPES",
+    "SPLITS",
+    "TEMPLATES",
+    "TEXT_LATENTS",
+    "XPOS_WORDS",
+    "YPOS_WORDS",
+    "Multimodal3DIdent",
+    "image_name_width",
+    "make_caption",
+    "nearest_color",
+    "read_captions",
+    "read_latents",
+    "render_image",
+    "sample_latents",
+    "write_multimodal3dident",
+    "write_split",
+]
+
+SPLITS = ("train", "val", "test")
+SHAPES = ("circle", "square", "triangle", "pentagon", "hexagon", "star", "cross")
+XPOS_WORDS = ("left", "center", "right")
+YPOS_WORDS = ("top", "mid", "bottom")
+
+# Palettes of named hues (hue in [0, 1)) at three granularities.
+COLOR_PALETTES: dict[str, dict[str, float]] = {
+    "basic": {
+        "red": 0.0,
+        "yellow": 1 / 6,
+        "green": 2 / 6,
+        "cyan": 3 / 6,
+        "blue": 4 / 6,
+        "magenta": 5 / 6,
+    },
+    "wheel": {
+        "red": 0.0,
+        "orange": 1 / 12,
+        "yellow": 2 / 12,
+        "lime": 3 / 12,
+        "green": 4 / 12,
+        "jade": 5 / 12,
+        "cyan": 6 / 12,
+        "azure": 7 / 12,
+        "blue": 8 / 12,
+        "violet": 9 / 12,
+        "magenta": 10 / 12,
+        "rose": 11 / 12,
+    },
+    "artist": {
+        "scarlet": 0.02,
+        "amber": 0.11,
+        "chartreuse": 0.25,
+        "emerald": 0.38,
+        "teal": 0.5,
+        "cobalt": 0.6,
+        "indigo": 0.72,
+        "purple": 0.8,
+        "fuchsia": 0.88,
+    },
+}
+# object_color_index indexes this tuple: every palette's names, first occurrence first.
+COLOR_NAMES: tuple[str, ...] = tuple(
+    dict.fromkeys(n for palette in COLOR_PALETTES.values() for n in palette)
+)
+
+TEMPLATES = (
+    "One {COLOR} {SHAPE} is shown at the {YPOS} {XPOS} of the image.",
+    "There is a {SHAPE} of {COLOR} color in the {YPOS}-{XPOS} area.",
+    "In the {YPOS}-{XPOS} region of the picture, you can see one {COLOR} {SHAPE}.",
+    "The {SHAPE} placed {YPOS} {XPOS} has a {COLOR} color.",
+    "Located at {YPOS} {XPOS}, a {SHAPE} painted {COLOR} stands out.",
+)
+
+IMAGE_LATENTS = (
+    "object_shape",
+    "object_xpos",
+    "object_ypos",
+    "object_zpos",
+    "object_alpharot",
+    "object_betarot",
+    "object_gammarot",
+    "object_color",
+    "spotlight_pos",
+    "spotlight_color",
+    "background_color",
+)
+TEXT_LATENTS = (
+    "object_shape",
+    "object_xpos",
+    "object_ypos",
+    "object_zpos",
+    "object_color_name",
+    "object_color_index",
+    "text_phrasing",
+)
+# Factors to evaluate per modality and their type (object_zpos is constant, the colour
+# name duplicates object_color_index).
+FACTORS: dict[str, dict[str, str]] = {
+    "image": {
+        "object_shape": "discrete",
+        "object_xpos": "discrete",
+        "object_ypos": "discrete",
+        "object_alpharot": "continuous",
+        "object_betarot": "continuous",
+        "object_gammarot": "continuous",
+        "object_color": "continuous",
+        "spotlight_pos": "continuous",
+        "spotlight_color": "continuous",
+        "background_color": "continuous",
+    },
+    "text": {
+        "object_shape": "discrete",
+        "object_xpos": "discrete",
+        "object_ypos": "discrete",
+        "object_color_index": "discrete",
+        "text_phrasing": "discrete",
+    },
+}
+_INTEGER_COLUMNS = {"object_shape", "object_xpos", "object_ypos", "object_zpos"} | {
+    "object_color_index",
+    "text_phrasing",
+}
+
+
+def image_name_width(n: int) -> int:
+    """Digits of the zero-padded image names of an n-sample split: max(1, ceil(log10 n))."""
+    return len(str(max(n - 1, 0)))
+
+
+def nearest_color(hue: float, palette: str | int) -> str:
+    """Name of the palette colour whose hue is circularly nearest to hue (in [0, 1))."""
+    if isinstance(palette, int):
+        palette = list(COLOR_PALETTES)[palette]
+    anchors = COLOR_PALETTES[palette]
+    names = list(anchors)
+    diff = np.abs(np.array([anchors[n] for n in names]) - (hue % 1.0))
+    return names[int(np.argmin(np.minimum(diff, 1.0 - diff)))]
+
+
+def make_caption(shape: int, xpos: int, ypos: int, color_name: str, phrasing: int) -> str:
+    """Caption from the text latents: template `phrasing` filled with the factor words."""
+    return TEMPLATES[phrasing].format(
+        SHAPE=SHAPES[shape], XPOS=XPOS_WORDS[xpos], YPOS=YPOS_WORDS[ypos], COLOR=color_name
+    )
+
+
+def sample_latents(
+    n: int, rng: np.random.Generator
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Independent image and text latents of n pairs (columns IMAGE_LATENTS, TEXT_LATENTS)."""
+    shape = rng.integers(0, len(SHAPES), n)
+    xpos = rng.integers(0, 3, n)
+    ypos = rng.integers(0, 3, n)
+    rot = rng.random((3, n))
+    hues = rng.random((4, n))  # object colour, spotlight position, spotlight colour, background
+    palette = rng.integers(0, len(COLOR_PALETTES), n)
+    phrasing = rng.integers(0, len(TEMPLATES), n)
+    zpos = np.zeros(n, dtype=np.int64)
+    z_image = {
+        "object_shape": shape,
+        "object_xpos": xpos,
+        "object_ypos": ypos,
+        "object_zpos": zpos,
+        "object_alpharot": rot[0],
+        "object_betarot": rot[1],
+        "object_gammarot": rot[2],
+        "object_color": hues[0],
+        "spotlight_pos": hues[1],
+        "spotlight_color": hues[2],
+        "background_color": hues[3],
+    }
+    names = np.array([nearest_color(h, int(p)) for h, p in zip(hues[0], palette)], dtype=object)
+    z_text = {
+        "object_shape": shape,
+        "object_xpos": xpos,
+        "object_ypos": ypos,
+        "object_zpos": zpos,
+        "object_color_name": names,
+        "object_color_index": np.array([COLOR_NAMES.index(c) for c in names], dtype=np.int64),
+        "text_phrasing": phrasing,
+    }
+    return z_image, z_text
+
+
+def _regular_polygon(k: int, phase: float = 0.0) -> np.ndarray:
+    angles = phase + 2 * math.pi * np.arange(k) / k
+    return np.stack([np.sin(angles), -np.cos(angles)], axis=1)
+
+
+def _star() -> np.ndarray:
+    radii = np.where(np.arange(10) % 2 == 0, 1.0, 0.45)
+    return _regular_polygon(10) * radii[:, None]
+
+
+def _cross(w: float = 0.34) -> np.ndarray:
+    quarter = np.array([[-w, -1.0], [w, -1.0], [w, -w]])  # one arm; rotate it four times
+    turn = np.array([[0.0, 1.0], [-1.0, 0.0]])
+    return np.concatenate([quarter @ np.linalg.matrix_power(turn, k) for k in range(4)])
+
+
+# Unit outlines (radius about 1, y pointing down), in the order of SHAPES.
+_OUTLINES = (
+    _regular_polygon(48),
+    _regular_polygon(4, math.pi / 4) * 1.1,
+    _regular_polygon(3) * 1.15,
+    _regular_polygon(5),
+    _regular_polygon(6),
+    _star() * 1.1,
+    _cross() * 0.95,
+)
+
+
+def _hsv_to_rgb(h: float, s: float, v: float) -> np.ndarray:
+    k = (np.array([5.0, 3.0, 1.0]) + h * 6.0) % 6.0
+    return v - v * s * np.clip(np.minimum(k, 4.0 - k), 0.0, 1.0)
+
+
+@functools.lru_cache(maxsize=4)
+def _pixel_grid(size: int) -> tuple[np.ndarray, np.ndarray]:
+    centres = (np.arange(size, dtype=np.float32) + 0.5) / size
+    xx, yy = np.meshgrid(centres, centres)
+    return xx, yy
+
+
+def render_image(z: Mapping[str, float], image_size: int = 64) -> np.ndarray:
+    """Uint8 RGB image [S, S, 3] of one row of image latents (IMAGE_LATENTS keys)."""
+    size = int(image_size)
+    radius = 0.13  # object radius, as a fraction of the image side (grid cells are 1/3)
+    cx, cy = (int(z["object_xpos"]) + 0.5) / 3, (int(z["object_ypos"]) + 0.5) / 3
+    # Outline: squash (betarot), shear (gammarot), rotate (alpharot), place in its grid cell.
+    pts = _OUTLINES[int(z["object_shape"])] * [1.0, 0.55 + 0.45 * float(z["object_betarot"])]
+    pts = pts + pts[:, 1:] * [0.6 * (float(z["object_gammarot"]) - 0.5), 0.0]
+    angle = 2 * math.pi * float(z["object_alpharot"])
+    c, s = math.cos(angle), math.sin(angle)
+    pts = pts @ np.array([[c, s], [-s, c]]) * radius + [cx, cy]
+    # Anti-aliased coverage mask: draw supersampled, then box-downsample.
+    ss = max(1, min(4, 256 // size))
+    mask_img = Image.new("L", (size * ss, size * ss), 0)
+    ImageDraw.Draw(mask_img).polygon([tuple(p) for p in pts * size * ss], fill=255)
+    if ss > 1:
+        mask_img = mask_img.reduce(ss)
+    mask = np.asarray(mask_img, dtype=np.float32)[..., None] / 255.0
+    # Spotlight: light from direction spotlight_pos (an angle); a gentle gradient over the
+    # background, stronger shading across the object, tinted by the spotlight's hue.
+    theta = 2 * math.pi * float(z["spotlight_pos"])
+    dx, dy = math.cos(theta), math.sin(theta)
+    xx, yy = _pixel_grid(size)
+    bg_light = 0.8 + 0.2 * ((xx - 0.5) * dx + (yy - 0.5) * dy) / math.sqrt(0.5)
+    obj_light = 0.65 + 0.35 * np.clip(((xx - cx) * dx + (yy - cy) * dy) / radius, -1.0, 1.0)
+    tint = (0.6 + 0.4 * _hsv_to_rgb(float(z["spotlight_color"]), 0.6, 1.0)).astype(np.float32)
+    obj_rgb = _hsv_to_rgb(float(z["object_color"]), 0.9, 1.0).astype(np.float32)
+    bg_rgb = _hsv_to_rgb(float(z["background_color"]), 0.5, 0.75).astype(np.float32)
+    image = mask * obj_light[..., None] * obj_rgb + (1.0 - mask) * bg_light[..., None] * bg_rgb
+    return np.clip(image * tint * 255.0 + 0.5, 0, 255).astype(np.uint8)
+
+
+def _write_csv(path: Path, columns: tuple[str, ...], latents: Mapping[str, np.ndarray]) -> None:
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(columns)
+        cells = []
+        for name in columns:
+            values = latents[name]
+            if name in _INTEGER_COLUMNS:
+                cells.append([str(int(v)) for v in values])
+            elif values.dtype == object:
+                cells.append([str(v) for v in values])
+            else:
+                cells.append([repr(float(v)) for v in values])
+        writer.writerows(zip(*cells))
+
+
+def write_split(split_dir: str | Path, n: int, image_size: int, rng: np.random.Generator) -> Path:
+    """Write one split (images, captions, both latent csvs) of n pairs into split_dir."""
+    if n < 1:
+        raise ValueError(f"a split needs at least one sample, got n={n}")
+    split_dir = Path(split_dir)
+    (split_dir / "images").mkdir(parents=True, exist_ok=True)
+    (split_dir / "text").mkdir(parents=True, exist_ok=True)
+    z_image, z_text = sample_latents(n, rng)
+    _write_csv(split_dir / "latents_image.csv", IMAGE_LATENTS, z_image)
+    _write_csv(split_dir / "latents_text.csv", TEXT_LATENTS, z_text)
+    captions = [
+        make_caption(
+            int(z_text["object_shape"][i]),
+            int(z_text["object_xpos"][i]),
+            int(z_text["object_ypos"][i]),
+            str(z_text["object_color_name"][i]),
+            int(z_text["text_phrasing"][i]),
+        )
+        for i in range(n)
+    ]
+    (split_dir / "text" / "text_raw.txt").write_text("\n".join(captions) + "\n")
+    width = image_name_width(n)
+    for i in range(n):
+        row = {k: v[i] for k, v in z_image.items()}
+        image = Image.fromarray(render_image(row, image_size))
+        image.save(split_dir / "images" / f"{i:0{width}d}.png", compress_level=1)
+    return split_dir
+
+
+def write_multimodal3dident(
+    root: str | Path,
+    n_train: int,
+    n_val: int,
+    n_test: int,
+    image_size: int = 64,
+    seed: int = 0,
+) -> Path:
+    """Generate train/val/test splits under root; each split has its own seeded stream."""
+    root = Path(root)
+    for number, (split, n) in enumerate(zip(SPLITS, (n_train, n_val, n_test))):
+        rng = np.random.default_rng(np.random.SeedSequence([seed, number]))
+        write_split(root / split, n, image_size, rng)
+    return root
+
+
+def read_captions(path: str | Path) -> list[str]:
+    """Captions of a text_raw.txt file, one per line (a final newline is optional)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"caption file {path} does not exist")
+    lines = path.read_text(encoding="utf-8").split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    captions = [line.rstrip("\r") for line in lines]
+    for row, caption in enumerate(captions):
+        if not caption.strip():
+            raise ValueError(f"{path}: caption row {row} is empty")
+    return captions
+
+
+def read_latents(path: str | Path, required: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
+    """Columns of a latents csv as arrays (int64, float64, or str for text columns)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"latents file {path} does not exist")
+    with path.open(newline="") as f:
+        rows = list(csv.reader(f))
+    if not rows:
+        raise ValueError(f"{path} is empty (no header row)")
+    header, body = rows[0], [r for r in rows[1:] if r]
+    missing = [c for c in required if c not in header]
+    if missing:
+        raise ValueError(f"{path} lacks the column(s) {missing}; it has {header}")
+    for number, row in enumerate(body):
+        if len(row) != len(header):
+            raise ValueError(
+                f"{path}: data row {number} has {len(row)} fields but the header has {len(header)}"
+            )
+    columns: dict[str, np.ndarray] = {}
+    for j, name in enumerate(header):
+        if not name or name.startswith("Unnamed:"):
+            continue  # a pandas index column
+        cells = [r[j] for r in body]
+        try:
+            values = np.array([float(v) for v in cells], dtype=np.float64)
+        except ValueError:
+            columns[name] = np.array(cells, dtype=object)
+            continue
+        if name in _INTEGER_COLUMNS:
+            if not np.all(values == np.round(values)):
+                raise ValueError(f"{path}: column {name} must hold integers")
+            values = values.astype(np.int64)
+        columns[name] = values
+    return columns
+
+
+def _item_value(value):
+    return value.item() if isinstance(value, np.generic) else value
+
+
+class Multimodal3DIdent(torch.utils.data.Dataset):
+    """Image/caption pairs with their latents, read from the generated or the real archive.
+
+    Each item is a dict: "image" (float [3, H, W] in [0, 1], after the optional resize to
+    image_size and transform), "text" (int64 [max_len] token ids: words, {eos}, {pad}),
+    "z_image" and "z_text" (latent name -> value) and "index". Whole-split latents are in
+    ``latents_image`` / ``latents_text`` (name -> array). Without a vocab, the vocabulary is
+    built from <root>/train captions; without max_len, it fits the longest caption of every
+    split under root, so that all splits agree.
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        split: str = "train",
+        *,
+        vocab: Vocabulary | str | Path | None = None,
+        max_len: int | None = None,
+        truncate: bool = False,
+        image_size: int | None = None,
+        transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ):
+        self.root = Path(root)
+        self.split = split
+        self.split_dir = self.root / split
+        self.image_size = image_size
+        self.transform = transform
+        if not self.split_dir.is_dir():
+            raise ValueError(f"split directory {self.split_dir} does not exist")
+        image_dir = self.split_dir / "images"
+        text_path = self.split_dir / "text" / "text_raw.txt"
+        image_csv = self.split_dir / "latents_image.csv"
+        text_csv = self.split_dir / "latents_text.csv"
+        if not image_dir.is_dir():
+            raise ValueError(f"image directory {image_dir} does not exist")
+
+        self.captions = read_captions(text_path)
+        self.latents_image = read_latents(image_csv, IMAGE_LATENTS)
+        self.latents_text = read_latents(text_csv, TEXT_LATENTS)
+        self.image_paths = self._image_paths(
+            image_dir,
+            {
+                text_path: ("captions", len(self.captions)),
+                image_csv: ("rows", len(self.latents_image["object_shape"])),
+                text_csv: ("rows", len(self.latents_text["object_shape"])),
+            },
+        )
+
+        if vocab is None:
+            vocab = Vocabulary.build(self._split_captions("train", required=True))
+        elif not isinstance(vocab, Vocabulary):
+            vocab = Vocabulary.load(vocab)
+        self.vocab = vocab
+        if max_len is None:
+            max_len = max(
+                caption_length(self.captions),
+                *(caption_length(self._split_captions(s)) for s in SPLITS if s != split),
+            )
+        self.max_len = int(max_len)
+        self.tokens = self.vocab.encode_batch(self.captions, self.max_len, truncate=truncate)
+
+    def _split_captions(self, split: str, *, required: bool = False) -> list[str]:
+        if split == self.split:
+            return self.captions
+        path = self.root / split / "text" / "text_raw.txt"
+        if required and not path.is_file():
+            raise ValueError(f"cannot build the vocabulary: {path} does not exist; pass vocab=")
+        return read_captions(path) if path.is_file() else []
+
+    @staticmethod
+    def _image_paths(image_dir: Path, others: dict[Path, tuple[str, int]]) -> list[Path]:
+        by_index = {}
+        for path in image_dir.iterdir():
+            if path.suffix.lower() == ".png" and path.stem.isdigit():
+                by_index[int(path.stem)] = path
+        counts = {image_dir: ("PNG files", len(by_index)), **others}
+        common = collections.Counter(n for _, n in counts.values()).most_common(1)[0][0]
+        if any(n != common for _, n in counts.values()):
+            odd = sorted(counts, key=lambda p: counts[p][1] == common)
+            parts = [f"{p} has {counts[p][1]} {counts[p][0]}" for p in odd]
+            raise ValueError("split files disagree in length: " + ", ".join(parts))
+        n = len(by_index)
+        if n == 0:
+            raise ValueError(f"{image_dir} holds no images")
+        missing = [i for i in range(n) if i not in by_index]
+        if missing:
+            width = image_name_width(n)
+            raise ValueError(
+                f"{image_dir / f'{missing[0]:0{width}d}.png'} is missing "
+                f"({len(missing)} of indices 0..{n - 1} have no image)"
+            )
+        return [by_index[i] for i in range(n)]
+
+    @property
+    def vocab_size(self) -> int:
+        """Number of words in the vocabulary, special tokens included."""
+        return len(self.vocab)
+
+    def __len__(self) -> int:
+        return len(self.captions)
+
+    def load_image(self, index: int) -> torch.Tensor:
+        """Float image [3, H, W] in [0, 1], resized to image_size if one was given."""
+        with Image.open(self.image_paths[index]) as img:
+            img = img.convert("RGB")
+            if self.image_size is not None and img.size != (self.image_size, self.image_size):
+                img = img.resize((self.image_size, self.image_size), Image.Resampling.BILINEAR)
+            array = np.asarray(img, dtype=np.uint8)
+        return torch.from_numpy(array.copy()).permute(2, 0, 1).float().div_(255.0)
+
+    def __getitem__(self, index: int) -> dict:
+        index = int(index)
+        image = self.load_image(index)
+        if self.transform is not None:
+            image = self.transform(image)
+        return {
+            "image": image,
+            "text": self.tokens[index],
+            "z_image": {k: _item_value(v[index]) for k, v in self.latents_image.items()},
+            "z_text": {k: _item_value(v[index]) for k, v in self.latents_text.items()},
+            "index": index,
+        }
+
+    def caption_tokens(self, index: int) -> list[str]:
+        """Lowercase word tokens of one caption."""
+        return tokenize(self.captions[index])
