@@ -41,7 +41,9 @@ class Temperature(nn.Module):
         super().__init__()
         if mode not in TEMPERATURE_MODES:
             raise ValueError(f"temperature must be one of {TEMPERATURE_MODES}, got {mode!r}")
-        if not 0 < tau_min <= tau <= tau_max:
+        if tau <= 0:
+            raise ValueError(f"tau must be positive, got {tau}")
+        if mode != "fixed" and not 0 < tau_min <= tau <= tau_max:
             raise ValueError(f"need 0 < tau_min <= tau <= tau_max, got {tau_min}, {tau}, {tau_max}")
         self.mode, self.tau = mode, float(tau)
         self.bounds = (math.log(1.0 / tau_max), math.log(1.0 / tau_min))
