@@ -28,8 +28,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
-import numpy as np
-import torch
 from tqdm import tqdm
 
 __all__ = [
@@ -85,12 +83,13 @@ def atomic_write_json(path: str | Path, obj: Any, *, indent: int | None = 2) -> 
 
 
 def _json_default(value: Any) -> Any:
-    """``json.dumps`` fallback for scalars from numpy/torch, paths and tuples of them."""
+    """``json.dumps`` fallback for paths and numpy/torch scalars."""
     if isinstance(value, Path):
         return str(value)
-    if isinstance(value, (torch.Tensor, np.ndarray, np.generic)):
+    try:
         return _to_scalar(value, "value")
-    raise TypeError(f"object of type {type(value).__name__} is not JSON serializable")
+    except TypeError:
+        raise TypeError(f"object of type {type(value).__name__} is not JSON serializable") from None
 
 
 # --------------------------------------------------------------------------- metrics
@@ -100,18 +99,22 @@ def _to_scalar(value: Any, key: str) -> Any:
     """Return ``value`` as a plain Python number (or str/bool/None), or raise TypeError."""
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
-    if isinstance(value, torch.Tensor):
+    # numpy and torch are looked up, not imported: if a module was never imported, no
+    # value can be one of its types, and config.py stays importable without torch.
+    torch = sys.modules.get("torch")
+    np = sys.modules.get("numpy")
+    if torch is not None and isinstance(value, torch.Tensor):
         if value.ndim != 0:
             raise TypeError(
                 f"metric {key!r} is a tensor of shape {tuple(value.shape)}; log a scalar "
                 "(a 0-dim tensor, e.g. loss.detach() or x.mean())"
             )
         return value.detach().cpu().item()
-    if isinstance(value, np.ndarray):
+    if np is not None and isinstance(value, np.ndarray):
         if value.ndim != 0:
             raise TypeError(f"metric {key!r} is an array of shape {value.shape}; log a scalar")
         return value.item()
-    if isinstance(value, np.generic):
+    if np is not None and isinstance(value, np.generic):
         return value.item()
     raise TypeError(f"metric {key!r} has type {type(value).__name__}; expected a number")
 
