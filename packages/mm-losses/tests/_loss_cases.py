@@ -110,3 +110,16 @@ def split_inputs(
         else:
             out[key] = value[rank_rows(loss, value.shape[0], world, rank)]
     return out
+
+
+def assert_close(got: torch.Tensor, want, rtol: float = 1e-7, atol: float = 1e-9, what="") -> None:
+    """Like torch.testing.assert_close (whose first call imports DTensor and sympy: ~10 s)."""
+    want = torch.as_tensor(want, dtype=got.dtype) if not isinstance(want, torch.Tensor) else want
+    got, want = got.detach(), want.detach().to(got.dtype)
+    assert got.shape == want.shape, f"{what} shape {tuple(got.shape)} != {tuple(want.shape)}"
+    if not torch.allclose(got, want, rtol=rtol, atol=atol):
+        diff = (got - want).abs().max().item()
+        raise AssertionError(
+            f"{what} not close: max abs diff {diff:.3g} (rtol={rtol}, atol={atol})\n"
+            f"got  {got}\nwant {want}"
+        )

@@ -6,7 +6,16 @@ import math
 
 import pytest
 import torch
-from _loss_cases import FEATURE_TENSORS, NUM_SAMPLES, Case, all_cases, build, make_inputs, with_grad
+from _loss_cases import (
+    FEATURE_TENSORS,
+    NUM_SAMPLES,
+    Case,
+    all_cases,
+    assert_close,
+    build,
+    make_inputs,
+    with_grad,
+)
 
 import mm_losses
 
@@ -189,4 +198,4 @@ def test_cuda_matches_cpu(case: Case):
     inputs = make_inputs(cpu_loss, case)
     expected = _step(cpu_loss, inputs)
     got = _step(cuda_loss, {k: v.cuda() for k, v in inputs.items()})
-    torch.testing.assert_close(got.cpu(), expected, rtol=1e-4, atol=1e-5)
+    assert_close(got.cpu(), expected, rtol=1e-4, atol=1e-5)
