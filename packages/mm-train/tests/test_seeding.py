@@ -1,0 +1,191 @@
+"""Tests for mm_train.seeding: seeds, determinism flags, RNG state round trips, devices."""
+
+import itertools
+import os
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from mm_train.seeding import (
+    enable_determinism,
+    resolve_device,
+    rng_state,
+    seed_everything,
+    set_rng_state,
+    worker_seed,
+)
+
+
+def draw() -> tuple:
+    """A few numbers from every generator seed_everything and rng_state cover."""
+    return (
+        [random.random() for _ in range(3)],
+        np.random.rand(3).tolist(),
+        np.random.randn(3).tolist(),  # exercises numpy's cached gaussian
+        torch.rand(3).tolist(),
+        torch.randint(0, 1000, (3,)).tolist(),
+    )
+
+
+def test_seed_everything_makes_draws_repeatable_and_seed_dependent():
+    seed_everything(123)
+    first = draw()
+    seed_everything(123)
+    assert draw() == first
+    seed_everything(124)
+    assert draw() != first
+
+
+@pytest.mark.parametrize("bad", [-1, 2**32, 1.5, True])
+def test_seed_everything_rejects_bad_seeds(bad):
+    with pytest.raises(ValueError, match="seed"):
+        seed_everything(bad)
+
+
+def test_rng_state_round_trip_continues_every_generator():
+    seed_everything(7)
+    draw()
+    np.random.randn()  # leave numpy with a cached gaussian (has_gauss=1)
+    state = rng_state()
+    expected = draw()
+    draw()  # move on
+    set_rng_state(state)
+    assert draw() == expected
+
+
+@pytest.mark.parametrize("weights_only", [False, True])
+def test_rng_state_survives_torch_save_load(tmp_path, weights_only):
+    seed_everything(3)
+    np.random.randn()
+    state = rng_state()
+    expected = draw()
+    torch.save({"rng": state}, tmp_path / "ckpt.pt")
+    seed_everything(99)
+    loaded = torch.load(tmp_path / "ckpt.pt", weights_only=weights_only)["rng"]
+    set_rng_state(loaded)
+    assert draw() == expected
+
+
+def test_set_rng_state_accepts_numpy_legacy_tuple_and_partial_state():
+    seed_everything(5)
+    np_tuple = np.random.get_state()
+    expected_np = np.random.rand(2).tolist()
+    torch_before = torch.get_rng_state()
+    set_rng_state({"numpy": np_tuple})
+    assert np.random.rand(2).tolist() == expected_np
+    assert torch.equal(torch.get_rng_state(), torch_before)  # untouched
+
+
+def test_set_rng_state_rejects_unknown_keys():
+    with pytest.raises(ValueError, match="unknown keys"):
+        set_rng_state({"jax": 1})
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only fallback")
+def test_set_rng_state_with_cuda_states_on_cpu_warns():
+    state = rng_state()
+    state["cuda"] = [torch.get_rng_state()]
+    with pytest.warns(UserWarning, match="CUDA is not available"):
+        set_rng_state(state)
+
+
+@pytest.fixture
+def restore_determinism(monkeypatch):
+    """Undo enable_determinism's global switches after the test."""
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    before = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+        torch.backends.cudnn.deterministic,
+        torch.backends.cudnn.benchmark,
+    )
+    yield
+    torch.use_deterministic_algorithms(before[0], warn_only=before[1])
+    torch.backends.cudnn.deterministic = before[2]
+    torch.backends.cudnn.benchmark = before[3]
+
+
+def test_enable_determinism_sets_flags_and_env(restore_determinism):
+    enable_determinism(True)
+    assert torch.are_deterministic_algorithms_enabled()
+    assert not torch.is_deterministic_algorithms_warn_only_enabled()
+    assert torch.backends.cudnn.deterministic is True
+    assert torch.backends.cudnn.benchmark is False
+    assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+    enable_determinism(False)
+    assert not torch.are_deterministic_algorithms_enabled()
+    assert torch.backends.cudnn.deterministic is False
+
+
+def test_enable_determinism_keeps_user_cublas_setting(restore_determinism, monkeypatch):
+    monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", ":16:8")
+    enable_determinism()
+    assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":16:8"
+
+
+# ----------------------------------------------------------------------------- devices
+
+
+@pytest.fixture
+def no_cuda(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+
+
+@pytest.fixture
+def two_gpus(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+
+
+def test_resolve_device_without_cuda(no_cuda):
+    assert resolve_device("auto") == torch.device("cpu")
+    assert resolve_device("cpu") == torch.device("cpu")
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        resolve_device("cuda")
+
+
+@pytest.mark.parametrize(
+    "name", ["gpu", "CUDA", "cuda:0", ""], ids=["gpu-word", "upper", "indexed", "empty"]
+)
+def test_resolve_device_rejects_unknown_names(name):
+    with pytest.raises(ValueError, match="'auto', 'cpu', 'cuda'"):
+        resolve_device(name)
+
+
+def test_resolve_device_with_cuda_and_local_rank(two_gpus, monkeypatch):
+    assert resolve_device("auto") == torch.device("cuda")
+    assert resolve_device("cuda") == torch.device("cuda")
+    assert resolve_device("cpu") == torch.device("cpu")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert resolve_device("cuda") == torch.device("cuda", 1)
+    assert resolve_device("auto") == torch.device("cuda", 1)
+    monkeypatch.setenv("LOCAL_RANK", "2")
+    with pytest.raises(ValueError, match="LOCAL_RANK=2"):
+        resolve_device("cuda")
+
+
+# ----------------------------------------------------------------------------- worker seeds
+
+
+def test_worker_seed_is_deterministic_distinct_and_in_range():
+    pairs = list(itertools.product(range(64), range(16)))
+    seeds = [worker_seed(42, rank, worker) for rank, worker in pairs]
+    assert seeds == [worker_seed(42, rank, worker) for rank, worker in pairs]
+    assert len(set(seeds)) == len(seeds)
+    assert all(0 <= s < 2**32 for s in seeds)
+    assert worker_seed(43, 0, 0) != worker_seed(42, 0, 0)
+    assert worker_seed(42, 1) == worker_seed(42, 1, 0)
+    seed_everything(worker_seed(2**32 - 1, 65535, 65535))  # usable as a seed
+
+
+def test_worker_seed_rejects_out_of_range():
+    with pytest.raises(ValueError, match="rank"):
+        worker_seed(0, -1)
+    with pytest.raises(ValueError, match="worker"):
+        worker_seed(0, 0, 2**16)
+    with pytest.raises(ValueError, match="base_seed"):
+        worker_seed(-5, 0)
