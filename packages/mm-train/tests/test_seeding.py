@@ -189,3 +189,17 @@ def test_worker_seed_rejects_out_of_range():
         worker_seed(0, 0, 2**16)
     with pytest.raises(ValueError, match="base_seed"):
         worker_seed(-5, 0)
+
+
+@pytest.mark.gpu
+def test_rng_state_round_trip_includes_every_cuda_device(tmp_path):
+    seed_everything(11)
+    state = rng_state()
+    assert len(state["cuda"]) == torch.cuda.device_count()
+    expected = [torch.rand(3, device=f"cuda:{i}").tolist() for i in range(len(state["cuda"]))]
+    torch.save(state, tmp_path / "rng.pt")
+    seed_everything(12)
+    set_rng_state(torch.load(tmp_path / "rng.pt", weights_only=True))
+    got = [torch.rand(3, device=f"cuda:{i}").tolist() for i in range(len(state["cuda"]))]
+    assert got == expected
+    assert resolve_device("auto").type == "cuda"
