@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import copy
 import math
+import multiprocessing as mp
 import os
 import statistics
 import struct
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -567,6 +566,7 @@ def _dist_run(name, rank, world):
 
 
 def _dist_worker(rank, world, init_file, result_dir):
+    torch.set_num_threads(1)  # forked child: keep OpenMP out of it
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
         results = {name: _dist_run(name, rank, world) for name in NAMES}
@@ -579,16 +579,16 @@ def _dist_worker(rank, world, init_file, result_dir):
 def test_two_process_gloo_matches_single_process(tmp_path):
     """Per-rank shares average to the one-process loss; grads and state agree on all ranks."""
     world = 2
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, __file__, str(world), str(tmp_path / "init"), str(tmp_path)]
-    procs = [subprocess.Popen([*cmd, str(r)], env=env) for r in range(world)]
-    try:
-        codes = [p.wait(timeout=180) for p in procs]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-    assert codes == [0] * world
+    ctx = mp.get_context("fork")  # no re-import of torch in the children
+    args = (world, str(tmp_path / "init"), str(tmp_path))
+    procs = [ctx.Process(target=_dist_worker, args=(r, *args)) for r in range(world)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=120)
+        if p.is_alive():
+            p.kill()
+    assert [p.exitcode for p in procs] == [0] * world
     ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(world)]
     for name in NAMES:
         single, single_state = _dist_run(name, 0, 1)
@@ -604,7 +604,3 @@ def test_two_process_gloo_matches_single_process(tmp_path):
         for key, value in single_state.items():
             assert torch.equal(ranks[0][name][1][key], ranks[1][name][1][key]), (name, key)
             assert_close(ranks[0][name][1][key], value, rtol=2e-7, atol=0)
-
-
-if __name__ == "__main__":  # worker of the distributed test: WORLD INIT_FILE OUT_DIR RANK
-    _dist_worker(int(sys.argv[4]), int(sys.argv[1]), sys.argv[2], sys.argv[3])
