@@ -413,15 +413,14 @@ def _item_value(value):
 
 
 class Multimodal3DIdent(torch.utils.data.Dataset):
-    """Image/caption pairs with their latents, read from the generated or the real archive.
+    """Image/caption pairs and their latents, from the generated layout or the real archive."""
 
-    Each item is a dict: "image" (float [3, H, W] in [0, 1], after the optional resize to
-    image_size and transform), "text" (int64 [max_len] token ids: words, {eos}, {pad}),
-    "z_image" and "z_text" (latent name -> value) and "index". Whole-split latents are in
-    ``latents_image`` / ``latents_text`` (name -> array). Without a vocab, the vocabulary is
-    built from <root>/train captions; without max_len, it fits the longest caption of every
-    split under root, so that all splits agree.
-    """
+    # Items are dicts: "image" float [3, H, W] in [0, 1] (resized to image_size, then
+    # transform), "text" int64 [max_len] ids (words, {eos}, {pad}), "z_image" / "z_text"
+    # (latent name -> value) and "index"; whole-split latents are in latents_image /
+    # latents_text (name -> array). Without vocab, the vocabulary is built from the
+    # <root>/train captions; without max_len, it fits the longest caption of every split
+    # under root, so that all splits agree.
 
     def __init__(
         self,
