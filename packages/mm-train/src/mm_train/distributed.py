@@ -80,7 +80,11 @@ def init_distributed(device_kind: str = "auto") -> DistInfo:
     else:
         backend = "gloo"
     if not dist.is_initialized():
-        dist.init_process_group(backend=backend, rank=rank, world_size=world_size)
+        # device_id binds nccl to this rank's GPU (no guessing in barrier / object collectives)
+        device_id = device if device.type == "cuda" else None
+        dist.init_process_group(
+            backend=backend, rank=rank, world_size=world_size, device_id=device_id
+        )
     return DistInfo(rank, local_rank, world_size, device, is_main=rank == 0)
 
 
