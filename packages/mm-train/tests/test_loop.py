@@ -305,6 +305,19 @@ def test_bad_data_and_step_outputs_raise_value_errors() -> None:
         fit(model, mse_step, lambda i: None, optimizer, epochs=1)
     with pytest.raises(ValueError, match="sized iterable"):
         fit(model, mse_step, iter(_batches(2, 2)), optimizer, max_steps=1)
+
+    class Stream(torch.utils.data.IterableDataset):
+        def __iter__(self):
+            return iter(_batches(2, 2))
+
+    with pytest.raises(ValueError, match="data has no length"):
+        fit(
+            model,
+            mse_step,
+            torch.utils.data.DataLoader(Stream(), batch_size=None),
+            optimizer,
+            epochs=1,
+        )
     with pytest.raises(ValueError, match="data is empty"):
         fit(model, mse_step, [], optimizer, epochs=1)
     with pytest.raises(ValueError, match="scalar loss"):

@@ -642,7 +642,13 @@ def fit(
         sampler = getattr(data, "sampler", None)
         if hasattr(sampler, "set_epoch"):
             sampler.set_epoch(0)
-        if len(data) == 0:
+        try:
+            num_batches = len(data)
+        except TypeError:  # e.g. a DataLoader over an IterableDataset without __len__
+            raise ValueError(
+                "data has no length; give a sized DataLoader or a callable sample(i) -> batch"
+            ) from None
+        if num_batches == 0:
             raise ValueError("data is empty (len(data) == 0)")
         total_steps = (
             max_steps if max_steps is not None else epochs * updates_per_epoch(data, grad_accum)
