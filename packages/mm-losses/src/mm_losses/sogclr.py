@@ -180,7 +180,7 @@ def _moving_average_side(
     side = _Side()
     side.b, side.s, side.g, side.pos, side.coef = b_new, s_new, g, pos, e
     # per-anchor share of the surrogate, sum_j C_rj S_rj (iSogCLR needs it per anchor)
-    side.value = torch.einsum("rj,rj->r", e, sim) if want_values else None
+    side.value = torch.linalg.vecdot(e, sim, dim=1) if want_values else None
     return side
 
 
