@@ -36,7 +36,7 @@ from mm_data.ghm.sampling import (
     sample_next_word,
     sample_zero_shot,
 )
-from mm_data.ghm.tree import JointGHM
+from mm_data.ghm.tree import GHMConfig, JointGHM
 
 TASKS = ("clip", "zsc", "dns", "nwp")
 
@@ -219,3 +219,30 @@ def standard_error(losses: torch.Tensor) -> float:
     """Standard error of the mean ``std / sqrt(n)`` of per-sample losses."""
     n = losses.numel()
     return float(losses.double().std() / math.sqrt(n)) if n > 1 else float("nan")
+
+
+def _main() -> None:
+    """Print the Bayes risks of the four tasks for some tree seeds as a Markdown table."""
+    import argparse
+    import time
+
+    parser = argparse.ArgumentParser(description=_main.__doc__)
+    parser.add_argument("--tree-seeds", type=int, nargs="+", default=[0, 1, 42])
+    parser.add_argument("--p", type=float, default=0.2)
+    parser.add_argument("--n-samples", type=int, default=10_000)
+    parser.add_argument("--batch-size", type=int, default=1000)
+    parser.add_argument("--seed", type=int, default=0, help="sampling seed")
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    print(f"p={args.p}, {args.n_samples} samples per task, value ± standard error\n")
+    print("| tree_seed | " + " | ".join(TASKS) + " | seconds |")
+    print("|---" * (len(TASKS) + 2) + "|")
+    for tree_seed in args.tree_seeds:
+        ghm = JointGHM(GHMConfig(p=args.p, tree_seed=tree_seed))
+        gen = torch.Generator().manual_seed(args.seed)
+        start, cells = time.perf_counter(), []
+        for task in TASKS:
+            losses = bayes_risk_samples(ghm, task, args.n_samples, args.batch_size, gen)
+            cells.append(f"{losses.double().mean():.4g} ± {standard_error(losses):.2g}")
+        print(f"| {tree_seed} | " + " | ".join(cells) + f" | {time.perf_counter() - start:.1f} |")
