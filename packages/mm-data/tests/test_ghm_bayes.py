@@ -150,3 +150,26 @@ def test_bad_risk_arguments_raise(paper):
     with pytest.raises(ValueError, match="same shape"):
         k_negative_clip_losses(torch.zeros(3, 4), torch.zeros(3, 5))
     assert isinstance(sample_task_batch(paper, "clip", 2), ClipBatch)
+
+
+@pytest.mark.gpu
+def test_cuda_tables_samplers_and_bp_match_cpu():
+    import dataclasses
+
+    cpu = JointGHM(GHMConfig(), dtype=torch.float64)
+    gpu = cpu.to("cuda")
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    for task in TASKS:
+        batch = sample_task_batch(gpu, task, 64, gen)
+        on_gpu = bayes_losses(gpu, task, batch)
+        assert on_gpu.device.type == "cuda"
+        moved = dataclasses.replace(
+            batch,
+            **{
+                f.name: getattr(batch, f.name).cpu()
+                for f in dataclasses.fields(batch)
+                if isinstance(getattr(batch, f.name), torch.Tensor)
+            },
+        )
+        torch.testing.assert_close(on_gpu.cpu(), bayes_losses(cpu, task, moved))
+    assert bayes_risk(gpu, "nwp", 2000, 1000, gen) == pytest.approx(1.154, rel=0.05)
