@@ -30,7 +30,9 @@ def check_features(image_features: torch.Tensor, text_features: torch.Tensor) ->
             f"{tuple(image_features.shape)} and {tuple(text_features.shape)}"
         )
     for name, x in (("image_features", image_features), ("text_features", text_features)):
-        if not torch.isfinite(x).all():
+        # fast path: a NaN/Inf element makes the sum non-finite; a non-finite sum of finite
+        # values (overflow) falls through to the exact elementwise check
+        if not torch.isfinite(x.detach().sum()) and not torch.isfinite(x).all():
             raise ValueError(f"{name} contains NaN or Inf values")
 
 
