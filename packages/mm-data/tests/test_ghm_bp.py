@@ -263,6 +263,22 @@ def test_posterior_mean_orthogonality_monte_carlo():
     assert shrunk.mean() < -10 * shrunk.std() / math.sqrt(shrunk.numel())
 
 
+def test_strided_inputs_give_the_same_answers():
+    joint = JointGHM(GHMConfig(p=0.2))
+    b = sample_conditional_denoising(joint, 8, torch.Generator().manual_seed(0))
+    text = torch.stack([b.text, b.text], dim=2)[:, :, 0]  # non-contiguous view
+    noisy = torch.stack([b.noisy_image, b.noisy_image], dim=2)[:, :, 1]
+    assert not text.is_contiguous() and not noisy.is_contiguous()
+    torch.testing.assert_close(
+        bayes_denoising_mean(joint, text, noisy), bayes_denoising_mean(joint, b.text, b.noisy_image)
+    )
+    torch.testing.assert_close(
+        bayes_next_token_log_probs(joint, text, text),
+        bayes_next_token_log_probs(joint, b.text, b.text),
+    )
+    torch.testing.assert_close(root_posterior(joint.text, text), root_posterior(joint.text, b.text))
+
+
 def test_gaussian_leaf_evidence():
     ghm = GHM(GHMConfig(**TINY, p=0.2))
     z = torch.tensor([[0.0, 1.0, 2.5, -1.0]])

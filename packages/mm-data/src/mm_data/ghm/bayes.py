@@ -182,8 +182,8 @@ def bayes_risk_samples(
     device = torch.device(device)
     if generator is None:
         generator = torch.Generator(device=device).manual_seed(0)
-    ghm = ghm.to(device)
-    bp = ghm if bp is None else bp.to(device)
+    ghm = ghm if ghm.device == device else ghm.to(device)
+    bp = ghm if bp is None else (bp if bp.device == device else bp.to(device))
     if bp.config.n_layer != ghm.config.n_layer or bp.config.n_child != ghm.config.n_child:
         raise ValueError("bp and ghm must have the same tree shape (n_layer, n_child)")
     if bp.config.vocab != ghm.config.vocab:

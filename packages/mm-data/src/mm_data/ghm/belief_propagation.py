@@ -40,7 +40,7 @@ def _check_leaves(ghm: GHM, leaves: torch.Tensor, name: str = "leaves") -> torch
             raise ValueError(
                 f"{name} values must be in [0, {ghm.config.vocab}), got range [{lo}, {hi}]"
             )
-    return leaves.to(device=ghm.device, dtype=torch.long)
+    return leaves.to(device=ghm.device, dtype=torch.long).contiguous()
 
 
 def _check_noisy(ghm: GHM, noisy: torch.Tensor, name: str = "noisy") -> torch.Tensor:
@@ -53,7 +53,7 @@ def _check_noisy(ghm: GHM, noisy: torch.Tensor, name: str = "noisy") -> torch.Te
         raise ValueError(f"{name} must be a float tensor, got dtype {noisy.dtype}")
     if not torch.isfinite(noisy).all():
         raise ValueError(f"{name} must be finite")
-    return noisy.to(device=ghm.device, dtype=ghm.dtype)
+    return noisy.to(device=ghm.device, dtype=ghm.dtype).contiguous()
 
 
 def _check_root_message(ghm: GHM, msg: torch.Tensor | None, batch: int) -> torch.Tensor | None:

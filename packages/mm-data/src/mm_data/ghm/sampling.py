@@ -200,8 +200,10 @@ def sample_tree(
     for name, t in (("root", root), ("first_leaf", first_leaf)):
         if t is not None and (t.shape != (batch_size,) or t.dtype != torch.long):
             raise ValueError(f"{name} must be an int64 tensor of shape [{batch_size}]")
-        if t is not None and ((t < 0).any() or (t >= cfg.vocab).any()):
-            raise ValueError(f"{name} values must be in [0, {cfg.vocab})")
+        if t is not None and t.numel() > 0:
+            lo, hi = torch.aminmax(t)
+            if lo < 0 or hi >= cfg.vocab:
+                raise ValueError(f"{name} values must be in [0, {cfg.vocab}), got [{lo}, {hi}]")
     if root is not None and first_leaf is not None:
         raise ValueError("give at most one of root and first_leaf")
     path = None
