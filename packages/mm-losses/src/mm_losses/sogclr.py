@@ -25,6 +25,7 @@ identical state.
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
@@ -99,89 +100,49 @@ def difficulty_term(x: torch.Tensor, t: torch.Tensor, tau: torch.Tensor) -> torc
 # ----------------------------------------------------------------- surrogate autograd op
 
 
-class _LinearInSimilarity(torch.autograd.Function):
-    """value = sum_kj C_kj <p_k, q_j> for a constant C; backward C q and C^T p.
+def _float32_region(device: torch.device):
+    """Autocast off (the caller upcasts); a no-op context when autocast is not active."""
+    if torch.is_autocast_enabled(device.type):
+        return torch.autocast(device_type=device.type, enabled=False)
+    return contextlib.nullcontext()
 
+
+def _along(v: torch.Tensor, axis: int) -> torch.Tensor:
+    """Per-anchor vector v broadcast over a matrix whose anchors run along ``axis``."""
+    return v.unsqueeze(1) if axis == 1 else v.unsqueeze(0)
+
+
+class _LinearInSimilarity(torch.autograd.Function):
+    """value = sum_r sum_kj C[r]_kj <P_r[k], Q_r[j]> for constant C; backward C Q and C^T P.
+
+    Called as ``apply(value, coef, P_0, Q_0, P_1, Q_1, ...)`` with ``coef`` [R, ., .].
     ``value`` is computed by the caller (it already has the similarities), so the forward
-    only saves p, q and C; nothing of size N x N is recomputed or kept besides C.
+    only saves C and the operands; no N x N graph is kept.
     """
 
     @staticmethod
-    def forward(ctx, p, q, coef, value):
-        ctx.save_for_backward(p, q, coef)
+    def forward(ctx, value, coef, *operands):
+        ctx.save_for_backward(coef, *operands)
         return value.clone()
 
     @staticmethod
     def backward(ctx, grad):
-        p, q, coef = ctx.saved_tensors
-        grad_p = grad_q = None
-        with torch.autocast(device_type=p.device.type, enabled=False):
-            if ctx.needs_input_grad[0]:
-                grad_p = (coef @ q).mul_(grad)
-            if ctx.needs_input_grad[1]:
-                grad_q = (coef.T @ p).mul_(grad)
-        return grad_p, grad_q, None, None
+        coef, *operands = ctx.saved_tensors
+        grads = []
+        # the usual upstream gradient is exactly 1: skip the scaling then (CPU only: on
+        # an accelerator reading it would synchronise)
+        unit = grad.device.type == "cpu" and float(grad) == 1.0
+        with _float32_region(coef.device):
+            for r in range(len(operands) // 2):
+                p, q = operands[2 * r], operands[2 * r + 1]
+                need_p, need_q = ctx.needs_input_grad[2 + 2 * r : 4 + 2 * r]
+                grads.append(_scaled(coef[r] @ q, grad, unit) if need_p else None)
+                grads.append(_scaled(coef[r].T @ p, grad, unit) if need_q else None)
+        return (None, None, *grads)
 
 
-# ---------------------------------------------------------------------- one modality
-
-
-class _Side:
-    """State update and surrogate coefficients for the anchors of one modality."""
-
-    __slots__ = ("b", "coef", "g", "pos", "s", "value")
-
-
-@torch.no_grad()
-def _moving_average_side(
-    sim: torch.Tensor,
-    offset: int,
-    inv_tau: torch.Tensor,
-    b_old: torch.Tensor,
-    s_old: torch.Tensor,
-    seen: torch.Tensor,
-    gamma: float,
-    num_anchors_local: int,
-    want_values: bool,
-) -> _Side:
-    """SogCLR moving-average estimator (Yuan et al. 2022, Alg. 1) for rows of ``sim``.
-
-    Row r of ``sim`` [R, N] holds the similarities of anchor r to all N candidates; its
-    positive sits at column ``offset + r``. z = h / tau, b <- max(b, max_{j != r} z_rj),
-    e_rj = exp(z_rj - b_r), g_r = sum_j e_rj / (N-1), s_r = g_r on a first visit, else
-    (1 - gamma) s_r exp(b_old - b_new) + gamma g_r. Returns the surrogate coefficients
-    C_rj = e_rj / (s_r R (N-1)) with C_rr = -sum_j C_rj (the -S_rr part of h), so that
-    sum_j C_rj S_rj = sum_j w_rj h_rj / (R (N-1)).
-    """
-    n = sim.shape[1]
-    diag = sim.diagonal(offset)
-    pos = diag.clone()
-    diag.fill_(-math.inf)  # max over the negatives only: the tightest stabiliser
-    neg_max = sim.amax(dim=1)
-    diag.copy_(pos)
-
-    z_max = (neg_max - pos) * inv_tau
-    b_new = torch.where(seen, torch.maximum(b_old, z_max), z_max)
-    # e = exp(S * inv_tau - (pos * inv_tau + b)): one fused pass, then exp in place
-    e = torch.empty_like(sim)
-    torch.addcmul((pos * inv_tau + b_new).neg_().unsqueeze(1), sim, inv_tau.unsqueeze(1), out=e)
-    e.diagonal(offset).fill_(-math.inf)
-    e.exp_()
-    row_sum = e.sum(dim=1)
-    g = row_sum / (n - 1)
-    b_prev = torch.where(seen, b_old, b_new)
-    s_new = torch.where(seen, (1.0 - gamma) * s_old * torch.exp(b_prev - b_new) + gamma * g, g)
-    s_new = s_new.clamp_min(_TINY)
-
-    scale = 1.0 / (s_new * (num_anchors_local * (n - 1)))
-    e.mul_(scale.unsqueeze(1))
-    e.diagonal(offset).copy_(-(scale * row_sum))
-
-    side = _Side()
-    side.b, side.s, side.g, side.pos, side.coef = b_new, s_new, g, pos, e
-    # per-anchor share of the surrogate, sum_j C_rj S_rj (iSogCLR needs it per anchor)
-    side.value = torch.linalg.vecdot(e, sim, dim=1) if want_values else None
-    return side
+def _scaled(x: torch.Tensor, grad: torch.Tensor, unit: bool) -> torch.Tensor:
+    return x if unit else x.mul_(grad)
 
 
 # ------------------------------------------------------------------------- base class
@@ -191,16 +152,28 @@ _GAMMA_SCHEDULES = ("const", "cosine")
 _ETA_SCHEDULES = ("const", "cosine", "exp")
 
 
+def _column(col: int, doc: str) -> property:
+    return property(lambda self: self.state[:, col], doc=doc)
+
+
 class _GlobalContrastiveLoss(ContrastiveLoss):
     """Shared machinery of the SogCLR family (not registered itself).
 
-    Subclasses choose the temperatures of a step (``_step_temperatures``), may add
-    per-sample state (``_extra_state``) and batch-level terms (``_regularisers``).
+    Per-sample state is one float32 buffer ``state`` [num_samples, K] (one gather and one
+    scatter per step) with columns b_img, b_txt, s_img, s_txt (+ tau_img, tau_txt, u_img,
+    u_txt for ``isogclr``), readable as the properties of those names, and a bool buffer
+    ``visited``. Subclasses choose the temperatures of a step (``_inverse_temperatures``),
+    may add state columns (``_extra_state``) and batch-level terms (``_regularisers``).
     """
 
     stateful = True
     _needs_anchor_values = False
-    _extra_state_names: tuple[str, ...] = ()
+    _num_columns = 4
+
+    b_img = _column(0, "running max b of h / tau per image anchor (dataset index)")
+    b_txt = _column(1, "running max b of h / tau per text anchor")
+    s_img = _column(2, "moving average s of mean_j exp(h_ij / tau - b_i), image anchors")
+    s_txt = _column(3, "moving average s, text anchors")
 
     def __init__(
         self,
@@ -245,9 +218,9 @@ class _GlobalContrastiveLoss(ContrastiveLoss):
         self.tau_min, self.tau_max = tau_min, tau_max
         self.gamma_schedule, self.gamma_decay_epochs = gamma_schedule, gamma_decay_epochs
 
-        zeros = torch.zeros(self.num_samples, dtype=torch.float32)
-        for name in ("b_img", "s_img", "b_txt", "s_txt"):
-            self.register_buffer(name, zeros.clone())
+        shape = (self.num_samples, self._num_columns)
+        self.register_buffer("state", torch.zeros(shape, dtype=torch.float32))
+        self.state[:, 0:2] = -math.inf  # running max over nothing yet
         self.register_buffer("visited", torch.zeros(self.num_samples, dtype=torch.bool))
         self.register_buffer("epoch", torch.zeros((), dtype=torch.long))
         self._last: dict[str, torch.Tensor] = {}
@@ -266,100 +239,137 @@ class _GlobalContrastiveLoss(ContrastiveLoss):
 
     # ---- hooks
 
-    def _step_temperatures(self, sim_img, sim_txt, index_local, x_all, t_all, world):
-        """Temperatures [B_local] of this step's image and text anchors."""
-        tau = torch.full((sim_img.shape[0],), self.tau, dtype=sim_img.dtype, device=sim_img.device)
-        return tau, tau
+    def _inverse_temperatures(self, sim_rows, old, world):
+        """1 / tau of this step: a float, a 0-dim tensor, or [2, B] (image, text anchors)."""
+        return 1.0 / self.tau
 
-    def _extra_state(self, img: _Side, txt: _Side, tau_img, tau_txt, index_local, local_batch):
-        """Extra per-anchor state columns, in the order of ``_extra_state_names``."""
-        return []
+    def _extra_state(self, old, new, values, inv_tau, local_batch):
+        """Fill rows 4.. of ``new`` [K, B] (the new state, b and s done) from ``old``."""
 
-    def _regularisers(self, x_all, t_all, tau_img) -> torch.Tensor | None:
+    def _regularisers(self, x_all, t_all, inv_tau) -> torch.Tensor | None:
         """Batch-level terms added to every rank's share (computed on the global batch)."""
         return None
 
     # ---- the step
 
     def compute(self, image_all, text_all, index_all, rank, local_batch):
+        """SogCLR step (Yuan et al. 2022, Alg. 1) for both modalities at once.
+
+        For anchor k of either modality: z = h / tau, b <- max(b, max_{j != k} z_kj),
+        e_kj = exp(z_kj - b_k), g_k = sum_j e_kj / (N-1), s_k = g_k on a first visit, else
+        (1 - gamma) s_k exp(b_old - b_new) + gamma g_k. The surrogate coefficients are
+        C_kj = e_kj / (s_k B_local (N-1)) with C_kk = -sum_j C_kj (the -S_kk part of h), so
+        sum_kj C_kj S_kj = mean_k sum_j w_kj h_kj / (N-1) with w = e / s.
+
+        Layout: one process computes S once; image anchors are its rows and text anchors
+        its columns, and the two coefficient matrices are summed into one (backward: two
+        matmuls). With several ranks, the anchors of both sides are rows:
+        [x_loc T_all^T, t_loc X_all^T] (the positive of local row k is column offset + k).
+        """
         n = image_all.shape[0]
         world = n // local_batch
         offset = rank * local_batch
-        dtype = torch.promote_types(image_all.dtype, torch.float32)
         device = image_all.device
-        state_device = self.visited.device
-        index_local = index_all[offset : offset + local_batch].to(state_device)
+        dtype = torch.promote_types(image_all.dtype, torch.float32)
+        index_local = index_all[offset : offset + local_batch]
+        if index_local.device != self.state.device:
+            index_local = index_local.to(self.state.device)
+        old = self.state[index_local]  # [B, K] float32
+        seen = self.visited[index_local]
+        if old.device != device or old.dtype != dtype:
+            old, seen = old.to(device=device, dtype=dtype), seen.to(device)
+        old = old.T  # [K, B]: row c holds column c of the state
+        new = torch.empty_like(old)  # the new state, filled with out= below
 
-        def read(name: str) -> torch.Tensor:
-            return getattr(self, name)[index_local].to(device=device, dtype=dtype)
-
-        with torch.autocast(device_type=device.type, enabled=False):
-            x_all = image_all.to(dtype)
-            t_all = text_all.to(dtype)
-            x_loc = x_all[offset : offset + local_batch]
-            t_loc = t_all[offset : offset + local_batch]
+        with _float32_region(device):
+            x_all = image_all if image_all.dtype == dtype else image_all.to(dtype)
+            t_all = text_all if text_all.dtype == dtype else text_all.to(dtype)
+            x_loc = x_all[offset : offset + local_batch] if world > 1 else x_all
+            t_loc = t_all[offset : offset + local_batch] if world > 1 else t_all
             with torch.no_grad():
+                neg_max = torch.empty((2, local_batch), dtype=dtype, device=device)
                 if world == 1:
-                    sim_img = x_all.detach() @ t_all.detach().T
-                    sim_txt = sim_img.T  # text anchors are the columns
+                    sim = x_all.detach() @ t_all.detach().T
+                    sides = ((sim, 1), (sim, 0))  # (matrix, axis along which anchors run)
+                    diag = sim.diagonal()
+                    pos = diag.clone()
+                    diag.fill_(-math.inf)  # max over the negatives only: tightest stabiliser
+                    torch.amax(sim, dim=1, out=neg_max[0])
+                    torch.amax(sim, dim=0, out=neg_max[1])
                 else:
-                    sim_img = x_loc.detach() @ t_all.detach().T
-                    sim_txt = t_loc.detach() @ x_all.detach().T
-            tau_img, tau_txt = self._step_temperatures(
-                sim_img, sim_txt, index_local, x_all, t_all, world
-            )
-            seen = self.visited[index_local].to(device)
-            gamma = self.current_gamma()
-            sides = []
-            for sim, tau, b, s in (
-                (sim_img, tau_img, "b_img", "s_img"),
-                (sim_txt, tau_txt, "b_txt", "s_txt"),
-            ):
-                sides.append(
-                    _moving_average_side(
-                        sim,
-                        offset,
-                        1.0 / tau,
-                        read(b),
-                        read(s),
-                        seen,
-                        gamma,
-                        local_batch,
-                        self._needs_anchor_values,
-                    )
-                )
-            img, txt = sides
+                    sim = torch.empty((2, local_batch, n), dtype=dtype, device=device)
+                    torch.mm(x_loc.detach(), t_all.detach().T, out=sim[0])
+                    torch.mm(t_loc.detach(), x_all.detach().T, out=sim[1])
+                    sides = ((sim[0], 1), (sim[1], 1))
+                    diag = sim.diagonal(offset, dim1=1, dim2=2)
+                    pos = diag.clone()
+                    diag.fill_(-math.inf)
+                    torch.amax(sim, dim=2, out=neg_max)
+                diag.copy_(pos)
 
-            if world == 1:
-                # one coefficient matrix for both modalities: C = C_img + C_txt^T
-                coef = img.coef.add_(txt.coef.T)
-                txt.coef = None
-                with torch.no_grad():
-                    value = torch.dot(coef.reshape(-1), sim_img.reshape(-1))
-                loss = _LinearInSimilarity.apply(x_all, t_all, coef, value)
-            else:
-                with torch.no_grad():
-                    value_img = torch.dot(img.coef.reshape(-1), sim_img.reshape(-1))
-                    value_txt = torch.dot(txt.coef.reshape(-1), sim_txt.reshape(-1))
-                loss = _LinearInSimilarity.apply(x_loc, t_all, img.coef, value_img)
-                loss = loss + _LinearInSimilarity.apply(t_loc, x_all, txt.coef, value_txt)
-            del sim_img, sim_txt
+                inv_tau = self._inverse_temperatures(sides[0][0], old, world)
+                b_new, s_new = new[0:2], new[2:4]
+                # b starts at -inf, so max(b_old, .) is also right on a first visit
+                torch.maximum(old[0:2], neg_max.sub_(pos).mul_(inv_tau), out=b_new)
+                # e = exp(S / tau - (S_kk / tau + b_k)): one fused pass per side, exp in place
+                bias = torch.addcmul(b_new, pos, torch.as_tensor(inv_tau)).neg_()
+                coef = torch.empty((2, *sides[0][0].shape), dtype=dtype, device=device)
+                for r, (sim_r, axis) in enumerate(sides):
+                    if isinstance(inv_tau, float):
+                        torch.add(_along(bias[r], axis), sim_r, alpha=inv_tau, out=coef[r])
+                    else:
+                        scale_r = _along(inv_tau[r], axis) if inv_tau.dim() == 2 else inv_tau
+                        torch.addcmul(_along(bias[r], axis), sim_r, scale_r, out=coef[r])
+                coef_diag = coef.diagonal(offset, dim1=1, dim2=2)
+                coef_diag.fill_(-math.inf)
+                coef.exp_()
+                row_sum = torch.empty((2, local_batch), dtype=dtype, device=device)
+                for r, (_, axis) in enumerate(sides):
+                    torch.sum(coef[r], dim=axis, out=row_sum[r])
+                # s = lerp(s_old exp(b_old - b_new), g, gamma), gamma = 1 on a first visit
+                gamma = torch.where(seen, pos.new_full((), self.current_gamma()), 1.0)
+                decayed = torch.sub(old[0:2], b_new).exp_().mul_(old[2:4])
+                torch.lerp(decayed, row_sum / (n - 1), gamma, out=s_new)
+                s_new.clamp_min_(_TINY)
+                scale = torch.mul(s_new, local_batch * (n - 1)).reciprocal_()
+                diag_value = scale.mul(row_sum).neg_()  # C_kk = -sum_j C_kj
 
-            extra = self._extra_state(img, txt, tau_img, tau_txt, index_local, local_batch)
-            regulariser = self._regularisers(x_all, t_all, tau_img)
+                values = None  # per-anchor shares sum_j C_kj S_kj [2, B] (iSogCLR needs them)
+                if self._needs_anchor_values:
+                    values = torch.stack(
+                        [
+                            torch.linalg.vecdot(coef[r], sim_r, dim=axis) * scale[r]
+                            for r, (sim_r, axis) in enumerate(sides)
+                        ]
+                    ).add_(diag_value * pos)
+                if world == 1:  # C = C_img + C_txt in S layout
+                    combined = coef[0].mul_(_along(scale[0], 1))
+                    combined.addcmul_(coef[1], _along(scale[1], 0))
+                    combined.diagonal().copy_(diag_value.sum(dim=0))
+                    coef = combined.unsqueeze(0)
+                    operands = (x_all, t_all)
+                else:
+                    coef.mul_(scale.unsqueeze(-1))
+                    coef_diag.copy_(diag_value)
+                    operands = (x_loc, t_all, t_loc, x_all)
+                if values is not None:
+                    value = values.sum()
+                else:
+                    value = torch.dot(coef.view(-1), sim.view(-1))
+                del sim, sides
+            loss = _LinearInSimilarity.apply(value, coef, *operands)
+
+            self._extra_state(old, new, values, inv_tau, local_batch)
+            regulariser = self._regularisers(x_all, t_all, inv_tau)
             if regulariser is not None:
                 loss = loss + regulariser
 
         if self.training:
-            columns = torch.stack([img.b, img.s, txt.b, txt.s, *extra], dim=1)
-            index_write = index_local
+            index_write, rows = index_local, new.T  # [B, K]
             if world > 1:  # every rank writes the state of the whole global batch
-                columns = all_gather_no_grad(columns)
-                index_write = index_all.to(state_device)
-            columns = columns.to(device=state_device, dtype=torch.float32)
-            names = ("b_img", "s_img", "b_txt", "s_txt", *self._extra_state_names)
-            for col, name in enumerate(names):
-                getattr(self, name)[index_write] = columns[:, col]
+                rows = all_gather_no_grad(rows.contiguous())
+                index_write = index_all.to(self.state.device)
+            self.state[index_write] = rows.to(device=self.state.device, dtype=torch.float32)
             self.visited[index_write] = True
         return loss
 
@@ -433,7 +443,12 @@ class ISogCLRLoss(_GlobalContrastiveLoss):
     """
 
     _needs_anchor_values = True
-    _extra_state_names = ("tau_img", "u_img", "tau_txt", "u_txt")
+    _num_columns = 8
+
+    tau_img = _column(4, "temperature per image anchor (dataset index)")
+    tau_txt = _column(5, "temperature per text anchor")
+    u_img = _column(6, "moving average u of the temperature gradient, image anchors")
+    u_txt = _column(7, "moving average u of the temperature gradient, text anchors")
 
     def __init__(
         self,
@@ -477,10 +492,7 @@ class ISogCLRLoss(_GlobalContrastiveLoss):
         self.tau_init = init
         self.eta_schedule, self.eta_decay_epochs = eta_schedule, eta_decay_epochs
         self.eta_decay_rate = eta_decay_rate
-        for name in ("tau_img", "tau_txt"):
-            self.register_buffer(name, torch.full((self.num_samples,), init, dtype=torch.float32))
-        for name in ("u_img", "u_txt"):
-            self.register_buffer(name, torch.zeros(self.num_samples, dtype=torch.float32))
+        self.state[:, 4:6] = init
 
     def current_eta(self) -> float:
         """Temperature step size in effect now."""
@@ -488,26 +500,16 @@ class ISogCLRLoss(_GlobalContrastiveLoss):
             int(self.epoch), self.eta, self.eta_schedule, self.eta_decay_epochs, self.eta_decay_rate
         )
 
-    def _step_temperatures(self, sim_img, sim_txt, index_local, x_all, t_all, world):
-        dev, dtype = sim_img.device, sim_img.dtype
-        return (
-            self.tau_img[index_local].to(device=dev, dtype=dtype),
-            self.tau_txt[index_local].to(device=dev, dtype=dtype),
-        )
+    def _inverse_temperatures(self, sim_rows, old, world):
+        return torch.reciprocal(old[4:6])
 
-    def _extra_state(self, img, txt, tau_img, tau_txt, index_local, local_batch):
+    def _extra_state(self, old, new, values, inv_tau, local_batch):
         """iSogCLR temperature step (Qiu et al. 2023, Alg. 1): G, momentum u, clamped tau."""
-        eta = self.current_eta()
-        columns = []
-        for side, tau, u_name in ((img, tau_img, "u_img"), (txt, tau_txt, "u_txt")):
-            # sum_j w_kj z_kj / (N-1) = (per-anchor surrogate share) * B_local / tau_k
-            weighted_z = side.value * local_batch / tau
-            grad_tau = torch.log(side.s) + side.b + self.rho - weighted_z
-            u_old = getattr(self, u_name)[index_local].to(device=tau.device, dtype=tau.dtype)
-            u_new = (1.0 - self.beta) * u_old + self.beta * grad_tau.clamp(-5.0, 5.0)
-            tau_new = (tau - eta * u_new).clamp(self.tau_min, self.tau_max)
-            columns += [tau_new, u_new]
-        return columns
+        # sum_j w_kj z_kj / (N-1) = (per-anchor surrogate share) * B_local / tau_k
+        weighted_z = values * (local_batch * inv_tau)
+        grad_tau = torch.log(new[2:4]) + new[0:2] + self.rho - weighted_z
+        u_new = torch.lerp(old[6:8], grad_tau.clamp_(-5.0, 5.0), self.beta, out=new[6:8])
+        torch.clamp(old[4:6] - self.current_eta() * u_new, self.tau_min, self.tau_max, out=new[4:6])
 
     def diagnostics(self) -> dict[str, float]:
         out = super().diagnostics()
@@ -545,7 +547,7 @@ class InfoSogCLRLoss(_GlobalContrastiveLoss):
             )
         self.cov_weight, self.var_weight = cov_weight, var_weight
 
-    def _regularisers(self, x_all, t_all, tau_img):
+    def _regularisers(self, x_all, t_all, inv_tau):
         cov = covariance_penalty(x_all) + covariance_penalty(t_all)
         total = self.cov_weight * cov
         self._last = {"covariance": cov.detach()}
@@ -578,10 +580,10 @@ class HybridSogCLRLoss(_GlobalContrastiveLoss):
         super().__init__(**kwargs)
         self.var_weight, self.difficulty_weight = var_weight, difficulty_weight
 
-    def _step_temperatures(self, sim_img, sim_txt, index_local, x_all, t_all, world):
+    def _inverse_temperatures(self, sim_rows, old, world):
         """tau = tau0 * (1 + tanh(std(S))) over the global S (HybridSogCLR, spec sec. 3)."""
-        n_rows, n = sim_img.shape
-        var, mean = torch.var_mean(sim_img, correction=0)
+        n_rows, n = sim_rows.shape
+        var, mean = torch.var_mean(sim_rows, correction=0)
         stats = torch.stack([var, mean]).to(torch.float64).unsqueeze(0)
         if world > 1:  # combine the row blocks of all ranks (equal sizes)
             stats = all_gather_no_grad(stats)
@@ -590,13 +592,14 @@ class HybridSogCLRLoss(_GlobalContrastiveLoss):
         sum_sq = (stats[:, 0] * block + (stats[:, 1] - grand_mean) ** 2 * block).sum()
         std = torch.sqrt(sum_sq / (block * stats.shape[0] - 1))
         tau = (self.tau * (1.0 + torch.tanh(std))).clamp(self.tau_min, self.tau_max)
-        return tau.to(sim_img.dtype).expand(n_rows), tau.to(sim_img.dtype).expand(n_rows)
+        self._step_tau = tau.to(sim_rows.dtype)
+        return torch.reciprocal(self._step_tau)
 
-    def _regularisers(self, x_all, t_all, tau_img):
+    def _regularisers(self, x_all, t_all, inv_tau):
         var = variance_hinge(x_all) + variance_hinge(t_all)
-        difficulty = difficulty_term(x_all, t_all, tau_img[0])
+        difficulty = difficulty_term(x_all, t_all, self._step_tau)
         self._last = {
-            "tau": tau_img[0].detach(),
+            "tau": self._step_tau,
             "variance": var.detach(),
             "difficulty": difficulty.detach(),
         }
