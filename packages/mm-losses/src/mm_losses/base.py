@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -32,7 +34,7 @@ def check_features(image_features: torch.Tensor, text_features: torch.Tensor) ->
     for name, x in (("image_features", image_features), ("text_features", text_features)):
         # fast path: a NaN/Inf element makes the sum non-finite; a non-finite sum of finite
         # values (overflow) falls through to the exact elementwise check
-        if not torch.isfinite(x.detach().sum()) and not torch.isfinite(x).all():
+        if not math.isfinite(float(x.detach().sum())) and not torch.isfinite(x).all():
             raise ValueError(f"{name} contains NaN or Inf values")
 
 

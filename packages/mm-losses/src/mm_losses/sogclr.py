@@ -312,7 +312,10 @@ class _GlobalContrastiveLoss(ContrastiveLoss):
                 # b starts at -inf, so max(b_old, .) is also right on a first visit
                 torch.maximum(old[0:2], neg_max.sub_(pos).mul_(inv_tau), out=b_new)
                 # e = exp(S / tau - (S_kk / tau + b_k)): one fused pass per side, exp in place
-                bias = torch.addcmul(b_new, pos, torch.as_tensor(inv_tau)).neg_()
+                if isinstance(inv_tau, float):
+                    bias = torch.add(b_new, pos, alpha=inv_tau).neg_()
+                else:
+                    bias = torch.addcmul(b_new, pos, inv_tau).neg_()
                 coef = torch.empty((2, *sides[0][0].shape), dtype=dtype, device=device)
                 for r, (sim_r, axis) in enumerate(sides):
                     if isinstance(inv_tau, float):
