@@ -162,7 +162,7 @@ class _GlobalContrastiveLoss(ContrastiveLoss):
     Per-sample state is one float32 buffer ``state`` [num_samples, K] (one gather and one
     scatter per step) with columns b_img, b_txt, s_img, s_txt (+ tau_img, tau_txt, u_img,
     u_txt for ``isogclr``), readable as the properties of those names, and a bool buffer
-    ``visited``. Subclasses choose the temperatures of a step (``_inverse_temperatures``),
+    ``visited`` (first-visit logic). b starts at -inf (a running max over nothing), s at 0. Subclasses choose the temperatures of a step (``_inverse_temperatures``),
     may add state columns (``_extra_state``) and batch-level terms (``_regularisers``).
     """
 
