@@ -39,7 +39,9 @@ def _distribution_to_module(requirement: str) -> str:
     name = requirement.split(";")[0]
     for sep in "<>=!~[ ":
         name = name.split(sep)[0]
-    return {"scikit-learn": "sklearn", "pyyaml": "yaml", "pillow": "PIL"}.get(name.lower(), name.replace("-", "_"))
+    return {"scikit-learn": "sklearn", "pyyaml": "yaml", "pillow": "PIL"}.get(
+        name.lower(), name.replace("-", "_")
+    )
 
 
 @pytest.mark.parametrize("package", PACKAGES)
