@@ -1,0 +1,239 @@
+"""Evaluate GHM tasks: exact Bayes risks, and a trained CLIP run's zero-shot and OOD risks.
+
+    uv run apps/ghm/eval.py --bayes --preset paper --task clip --p 0.2 --out DIR
+    uv run apps/ghm/eval.py --run runs/ghm --zero-shot --out DIR     # risk vs M, A/M + B fit
+    uv run apps/ghm/eval.py --run runs/ghm --ood --out DIR           # test p sweep vs Bayes
+                                                                     # and misspecified BP
+
+Writes DIR/summary.json (flat keys), CSV tables and PNG plots.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from ghm_tasks import GHMAppConfig, build_ghm, build_model
+
+import mm_losses
+from mm_data.ghm import (
+    bayes_risk_samples,
+    sample_clip,
+    sample_zero_shot,
+    sample_zero_shot_prompts,
+    standard_error,
+    zero_shot_logits,
+)
+from mm_train import (
+    atomic_write_json,
+    load_model_weights,
+    parse_config,
+    resolve_device,
+    save_config,
+)
+
+HERE = Path(__file__).resolve().parent
+
+
+@dataclass
+class EvalConfig:
+    """Flags of eval.py; the tree fields default to the training defaults."""
+
+    bayes: bool = field(default=False, metadata={"help": "Bayes risk of --task at --p"})
+    run: str = field(default="", metadata={"help": "a clip run directory (for --zero-shot/--ood)"})
+    zero_shot: bool = field(default=False, metadata={"help": "zero-shot risk vs M of --run"})
+    ood: bool = field(default=False, metadata={"help": "OOD sweep over --p-values of --run"})
+    task: Literal["clip", "zsc", "dns", "nwp"] = field(
+        default="clip", metadata={"help": "Bayes task"}
+    )
+    p: float = field(default=0.2, metadata={"help": "flip probability (Bayes mode)"})
+    n_layer: int = field(default=4, metadata={"help": "tree levels below the root"})
+    n_child: int = field(default=3, metadata={"help": "children per node"})
+    vocab: int = field(default=10, metadata={"help": "values a node can take"})
+    tree_seed: int = field(default=42, metadata={"help": "seed of the tree"})
+    sigma: float = field(default=1.0, metadata={"help": "noise std of denoising"})
+    num_negatives: int = field(default=4, metadata={"help": "K of the CLIP loss"})
+    samples: int = field(default=10_000, metadata={"help": "fresh samples per evaluated quantity"})
+    m_values: tuple[int, ...] = field(
+        default=(5, 10, 25, 50, 100, 250), metadata={"help": "prompts per class"}
+    )
+    p_values: tuple[float, ...] = field(
+        default=(0.02, 0.1, 0.2, 0.3, 0.4), metadata={"help": "test flip probabilities"}
+    )
+    batch_size: int = field(default=500, metadata={"help": "evaluation batch size"})
+    out: str = field(default="runs/ghm-eval", metadata={"help": "output directory"})
+    device: Literal["auto", "cpu", "cuda"] = field(default="auto", metadata={"help": "device"})
+    seed: int = field(default=1, metadata={"help": "seed of the evaluation samples"})
+
+
+def load_clip_run(run: Path, device: torch.device) -> tuple[GHMAppConfig, torch.nn.Module]:
+    """The config and trained model of a clip run directory."""
+    config_path = run / "config.json"
+    if not config_path.is_file():
+        raise ValueError(f"--run {run} has no config.json; is it a train.py output directory?")
+    cfg = GHMAppConfig(**json.loads(config_path.read_text()))
+    if cfg.task != "clip":
+        raise ValueError(f"{config_path}: task is {cfg.task!r}; --zero-shot/--ood need a clip run")
+    model = build_model(cfg)
+    load_model_weights(model, run, map_location=device)
+    return cfg, model.to(device).eval()
+
+
+@torch.no_grad()
+def model_clip_risk(model, ghm, n: int, batch: int, k: int, generator) -> float:
+    """Mean K-negative CLIP loss of the trained model on fresh samples of `ghm`."""
+    loss = mm_losses.build("ghm_clip", num_negatives=k)
+    total, done = 0.0, 0
+    while done < n:
+        b = min(batch, n - done)
+        data = sample_clip(ghm, b, generator, k=k)
+        f_text, f_image = model(data.text, data.image)
+        total += float(loss(f_image, f_text)) * b
+        done += b
+    return total / n
+
+
+@torch.no_grad()
+def zero_shot_risks(model, ghm, m_values, n: int, batch: int, generator) -> dict[int, float]:
+    """Zero-shot CE of the learned classifier (ghm.md section 5) for each M."""
+    data = sample_zero_shot(ghm, n, generator)
+    f_image = torch.cat([model.image_encoder(x) for x in data.image.split(batch)])
+    out = {}
+    for m in m_values:
+        prompts = sample_zero_shot_prompts(ghm, m, generator)  # [V, M, n_leaves]
+        flat = prompts.reshape(-1, prompts.shape[-1])
+        f_prompt = torch.cat([model.text_encoder(x) for x in flat.split(batch)])
+        logits = zero_shot_logits(f_image, f_prompt.reshape(prompts.shape[0], m, -1))
+        out[m] = float(F.cross_entropy(logits, data.label))
+    return out
+
+
+def fit_inverse_m(ms, risks) -> tuple[float, float]:
+    """Least-squares fit risk(M) = A / M + B; returns (A, B)."""
+    design = np.stack([1.0 / np.asarray(ms, dtype=float), np.ones(len(ms))], axis=1)
+    (a, b), *_ = np.linalg.lstsq(design, np.asarray(risks, dtype=float), rcond=None)
+    return float(a), float(b)
+
+
+def write_csv(path: Path, rows: list[dict]) -> None:
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def plot(path: Path, x, series: dict[str, list[float]], xlabel: str, ylabel: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    for label, ys in series.items():
+        ax.plot(x, ys, marker="o", label=label)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    cfg = parse_config(EvalConfig, argv, preset_dir=HERE / "presets" / "eval", description=__doc__)
+    if not (cfg.bayes or cfg.zero_shot or cfg.ood):
+        raise SystemExit("eval.py: nothing to do; pass --bayes, --zero-shot or --ood")
+    if (cfg.zero_shot or cfg.ood) and not cfg.run:
+        raise SystemExit("eval.py: --zero-shot and --ood evaluate a trained run; pass --run DIR")
+    device = resolve_device(cfg.device)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, out / "config.json")
+    gen = torch.Generator(device=device).manual_seed(cfg.seed)
+    summary: dict = {}
+
+    if cfg.bayes:
+        tree = GHMAppConfig(
+            p=cfg.p, n_layer=cfg.n_layer, n_child=cfg.n_child, vocab=cfg.vocab,
+            tree_seed=cfg.tree_seed, sigma=cfg.sigma,
+        )  # fmt: skip
+        losses = bayes_risk_samples(
+            build_ghm(tree, device), cfg.task, cfg.samples, generator=gen, k=cfg.num_negatives
+        )
+        summary |= {
+            "task": cfg.task,
+            "p": cfg.p,
+            "bayes_risk": float(losses.double().mean()),
+            "bayes_risk_stderr": standard_error(losses),
+            "samples": cfg.samples,
+        }
+        print(f"Bayes {cfg.task} risk at p={cfg.p}: {summary['bayes_risk']:.4f}")
+
+    if cfg.zero_shot or cfg.ood:
+        train_cfg, model = load_clip_run(Path(cfg.run), device)
+        ghm = build_ghm(train_cfg, device)
+    if cfg.zero_shot:
+        risks = zero_shot_risks(model, ghm, cfg.m_values, cfg.samples, cfg.batch_size, gen)
+        bayes = bayes_risk_samples(ghm, "zsc", cfg.samples, generator=gen)
+        a, b = fit_inverse_m(list(risks), list(risks.values()))
+        bayes_zsc = float(bayes.mean())
+        rows = [{"M": m, "risk": r, "bayes_risk": bayes_zsc} for m, r in risks.items()]
+        write_csv(out / "zero_shot.csv", rows)
+        ms = list(risks)
+        plot(
+            out / "zero_shot_vs_m.png", ms,
+            {"learned": list(risks.values()), f"fit {a:.2f}/M + {b:.3f}": [a / m + b for m in ms],
+             "Bayes": [bayes_zsc] * len(ms)},
+            "M (prompts per class)", "zero-shot cross-entropy",
+        )  # fmt: skip
+        summary |= {"zsc_fit_A": a, "zsc_fit_B": b, "zsc_bayes_risk": bayes_zsc}
+        summary |= {f"zsc_risk_M{m}": r for m, r in risks.items()}
+        print(f"zero-shot: fit {a:.3f}/M + {b:.4f}; Bayes {bayes_zsc:.4f}")
+    if cfg.ood:
+        rows = []
+        for p_test in cfg.p_values:
+            shifted = ghm.with_p(p_test)
+            learned = model_clip_risk(
+                model, shifted, cfg.samples, cfg.batch_size, train_cfg.num_negatives, gen
+            )
+            bayes = float(bayes_risk_samples(shifted, "clip", cfg.samples, generator=gen).mean())
+            misspecified = float(
+                bayes_risk_samples(shifted, "clip", cfg.samples, generator=gen, bp=ghm).mean()
+            )
+            rows.append(
+                {"p_test": p_test, "learned": learned, "bayes": bayes,
+                 "misspecified_bp": misspecified, "learned_excess": learned - bayes,
+                 "misspecified_excess": misspecified - bayes}
+            )  # fmt: skip
+            print(
+                f"p={p_test}: learned {learned:.4f}, Bayes {bayes:.4f}, misspecified {misspecified:.4f}"
+            )
+        write_csv(out / "ood.csv", rows)
+        plot(
+            out / "ood_excess_risk.png", [r["p_test"] for r in rows],
+            {f"learned (trained at p={train_cfg.p:.2f})": [r["learned_excess"] for r in rows],
+             "misspecified BP": [r["misspecified_excess"] for r in rows]},
+            "test flip probability p", "excess CLIP risk",
+        )  # fmt: skip
+        summary |= {f"ood_learned_excess_p{r['p_test']}": r["learned_excess"] for r in rows}
+        summary |= {
+            f"ood_misspecified_excess_p{r['p_test']}": r["misspecified_excess"] for r in rows
+        }
+
+    atomic_write_json(out / "summary.json", summary)
+    return summary
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,248 @@
+"""What the GHM app's scripts share: the config, the data model, the model and each task's loss.
+
+Tasks (ghm.md sections 3-5): `clip` (K-negative CLIP), `dns` (joint conditional denoiser),
+`sdns` (denoiser on a frozen CLIP text encoder), `nwp` (joint next-word prediction),
+`snwp` (NWP on a frozen CLIP image encoder).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import mm_losses
+from mm_data.ghm import GHMConfig, JointGHM, level_messages, sample_task_batch
+from mm_models.ghm import GHMClipModel, build_ghm_model, ghm_model_config, guided_penalty
+from mm_train import load_model_weights
+
+Task = Literal["clip", "dns", "sdns", "nwp", "snwp"]
+DATA_TASK = {"clip": "clip", "dns": "dns", "sdns": "dns", "nwp": "nwp", "snwp": "nwp"}
+
+
+@dataclass
+class GHMAppConfig:
+    """Every field is a --flag of train.py; presets (TOML) set groups of them."""
+
+    task: Task = field(default="clip", metadata={"help": "clip | dns | sdns | nwp | snwp"})
+    attention: Literal["softmax", "relu"] = field(
+        default="softmax", metadata={"help": "attention activation"}
+    )
+    variant: Literal["standard", "shallow", "guided"] = field(
+        default="standard", metadata={"help": "model variant"}
+    )
+    p: float = field(
+        default=0.2, metadata={"help": "flip probability of the transitions, in [0, 1]"}
+    )
+    n_layer: int = field(default=4, metadata={"help": "tree levels below the root"})
+    n_child: int = field(default=3, metadata={"help": "children per node"})
+    vocab: int = field(default=10, metadata={"help": "values a node can take"})
+    tree_seed: int = field(
+        default=42, metadata={"help": "seed of the tree (permutations and noise matrices)"}
+    )
+    sigma: float = field(default=1.0, metadata={"help": "noise std of the denoising tasks"})
+    num_negatives: int = field(
+        default=4, metadata={"help": "K: candidates per CLIP anchor (1 positive, K-1 negatives)"}
+    )
+    d_model: int = field(
+        default=0, metadata={"help": "transformer width; 0 = the paper's width for the task"}
+    )
+    depth: int = field(
+        default=0,
+        metadata={"help": "transformer blocks; 0 = the paper's depth for task and variant"},
+    )
+    n_head: int = field(default=1, metadata={"help": "attention heads"})
+    guided_lambda: float = field(
+        default=0.0,
+        metadata={"help": "weight of the guided penalty (variant guided); 0 = paper value"},
+    )
+    clip_run: str = field(
+        default="", metadata={"help": "run directory of a trained clip run (sdns/snwp)"}
+    )
+    steps: int = field(
+        default=3000, metadata={"help": "optimizer steps (fresh samples every step)"}
+    )
+    batch_size: int = field(default=128, metadata={"help": "samples per step"})
+    lr: float = field(
+        default=0.0,
+        metadata={"help": "peak learning rate; 0 = the paper's value for task and variant"},
+    )
+    weight_decay: float = field(default=1e-3, metadata={"help": "decoupled weight decay of AdamW"})
+    clip_grad: float = field(default=1.0, metadata={"help": "gradient-norm clipping"})
+    risk_window: int = field(
+        default=100, metadata={"help": "risk = mean of the last N training losses"}
+    )
+    bayes_samples: int = field(
+        default=10_000, metadata={"help": "fresh samples for the Bayes risk"}
+    )
+    threads: int = field(default=0, metadata={"help": "torch CPU threads; 0 = torch's default"})
+    amp: Literal["off", "bf16", "fp16"] = field(
+        default="off", metadata={"help": "autocast on CUDA"}
+    )
+    log_every: int = field(default=50, metadata={"help": "steps between metrics.jsonl lines"})
+    checkpoint_every: int = field(default=500, metadata={"help": "steps between checkpoints"})
+    keep_last: int = field(default=2, metadata={"help": "checkpoints kept"})
+    out: str = field(default="runs/ghm", metadata={"help": "output directory"})
+    device: Literal["auto", "cpu", "cuda"] = field(default="auto", metadata={"help": "device"})
+    seed: int = field(default=0, metadata={"help": "seed of the training samples and the model"})
+    resume: bool = field(
+        default=False, metadata={"help": "continue from the latest checkpoint in --out"}
+    )
+
+
+# ghm.md section 4: learning rates by task and variant; guided penalties.
+PAPER_LR = {
+    ("clip", "standard"): 3e-4, ("clip", "shallow"): 3e-4, ("clip", "guided"): 1e-3,
+    ("dns", "standard"): 1e-3, ("dns", "shallow"): 1e-3, ("dns", "guided"): 1e-2,
+    ("nwp", "standard"): 3e-4, ("nwp", "shallow"): 3e-4, ("nwp", "guided"): 1e-3,
+}  # fmt: skip
+PAPER_LAMBDA = {"clip": 0.1, "dns": 0.1, "nwp": 1e-3}
+
+
+def learning_rate(cfg: GHMAppConfig) -> float:
+    """The configured lr, or the paper's for the task and variant (sdns/snwp: 1e-3)."""
+    if cfg.lr > 0:
+        return cfg.lr
+    if cfg.task in ("sdns", "snwp"):
+        return 1e-3
+    return PAPER_LR[(cfg.task, cfg.variant)]
+
+
+def build_ghm(cfg: GHMAppConfig, device: torch.device) -> JointGHM:
+    """The joint (text, image) GHM of the config; bad values raise ValueError naming them."""
+    return JointGHM(
+        GHMConfig(
+            n_layer=cfg.n_layer, n_child=cfg.n_child, vocab=cfg.vocab, p=cfg.p,
+            tree_seed=cfg.tree_seed, sigma=cfg.sigma,
+        ),
+        device=device,
+    )  # fmt: skip
+
+
+def build_model(cfg: GHMAppConfig) -> nn.Module:
+    """The task's transformer (paper width/depth unless d_model/depth override them)."""
+    overrides = {"attention": cfg.attention, "n_head": cfg.n_head}
+    if cfg.d_model > 0:
+        overrides["d_model"] = cfg.d_model
+    if cfg.depth > 0:
+        overrides["n_layer"] = cfg.depth
+    if cfg.task in ("dns", "sdns"):
+        overrides["sigma"] = cfg.sigma
+    model_cfg = ghm_model_config(
+        cfg.task, cfg.variant, vocab=cfg.vocab, n_leaves=cfg.n_child**cfg.n_layer, **overrides
+    )
+    return build_ghm_model(model_cfg)
+
+
+def load_frozen_clip(cfg: GHMAppConfig, device: torch.device) -> GHMClipModel:
+    """The CLIP model of `cfg.clip_run`, frozen; its tree must have the shape of `cfg`."""
+    if not cfg.clip_run:
+        raise ValueError(f"task {cfg.task!r} needs --clip-run: the directory of a trained clip run")
+    run = Path(cfg.clip_run)
+    config_path = run / "config.json"
+    if not config_path.is_file():
+        raise ValueError(f"--clip-run {run} has no config.json; is it a train.py output directory?")
+    saved = json.loads(config_path.read_text())
+    if saved.get("task") != "clip":
+        raise ValueError(f"{config_path}: task is {saved.get('task')!r}, expected 'clip'")
+    for key in ("n_layer", "n_child", "vocab"):
+        if saved.get(key) != getattr(cfg, key):
+            raise ValueError(
+                f"{config_path}: the clip run has {key}={saved.get(key)}, this run has "
+                f"{key}={getattr(cfg, key)}; the tree shapes must match"
+            )
+    clip_cfg = GHMAppConfig(**{**saved, "out": cfg.out, "resume": False})
+    clip = build_model(clip_cfg)
+    load_model_weights(clip, run, map_location=device)
+    clip.requires_grad_(False).eval()
+    return clip.to(device)
+
+
+def make_step_fn(
+    cfg: GHMAppConfig, ghm: JointGHM, clip: GHMClipModel | None
+) -> Callable[[nn.Module, object], tuple[torch.Tensor, dict[str, float]]]:
+    """`step_fn(model, batch) -> (loss, metrics)` of the task; the guided penalty is added
+    to the optimised loss but the reported `task_loss` is the task's loss alone."""
+    clip_loss = mm_losses.build("ghm_clip", num_negatives=cfg.num_negatives)
+    lam = cfg.guided_lambda or PAPER_LAMBDA[DATA_TASK[cfg.task]]
+    guided = cfg.variant == "guided"
+    if guided and cfg.task != "clip":
+        raise ValueError(
+            f"variant 'guided' is implemented for task 'clip' only in this version, not {cfg.task!r}"
+        )
+    shape = {"n_child": cfg.n_child, "n_layer": cfg.n_layer}
+
+    def step_fn(model: nn.Module, batch) -> tuple[torch.Tensor, dict[str, float]]:
+        penalty = None
+        if cfg.task == "clip":
+            if guided:
+                f_text, f_image, h_text, h_image = model(
+                    batch.text, batch.image, return_hidden=True
+                )
+                penalty = guided_penalty(
+                    h_text, level_messages(ghm.text, batch.text), lam, **shape
+                ) + guided_penalty(h_image, level_messages(ghm.image, batch.image), lam, **shape)
+            else:
+                f_text, f_image = model(batch.text, batch.image)
+            loss = clip_loss(f_image, f_text)
+        elif cfg.task in ("dns", "sdns"):
+            if cfg.task == "dns":
+                pred = model(batch.noisy_image, batch.text)
+            else:
+                with torch.no_grad():
+                    emb = clip.text_encoder(batch.text)
+                pred = model(batch.noisy_image, text_embedding=emb)
+            loss = (pred - batch.image.to(pred.dtype)).square().sum(-1).mean()
+        else:
+            if cfg.task == "nwp":
+                logits = model(batch.input, batch.image)
+            else:
+                with torch.no_grad():
+                    emb = clip.image_encoder(batch.image)
+                logits = model(batch.input, image_embedding=emb)
+            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch.target.reshape(-1))
+        metrics = {"task_loss": float(loss.detach())}
+        if penalty is not None:
+            metrics["guided_penalty"] = float(penalty.detach())
+            loss = loss + penalty
+        return loss, metrics
+
+    return step_fn
+
+
+def sample_fn(cfg: GHMAppConfig, ghm: JointGHM) -> Callable[[torch.Generator, int], object]:
+    """Fresh online samples of the task's data (ghm.md section 4: a new batch every step)."""
+    task = DATA_TASK[cfg.task]
+    return lambda generator, _: sample_task_batch(
+        ghm, task, cfg.batch_size, generator, k=cfg.num_negatives
+    )
+
+
+class RecentLosses:
+    """The last `window` training losses, checkpointed so that a resumed run's risk is exact."""
+
+    def __init__(self, window: int) -> None:
+        if window < 1:
+            raise ValueError(f"risk_window must be >= 1, got {window}")
+        self.values = torch.full((window,), float("nan"), dtype=torch.float64)
+        self.count = 0
+
+    def add(self, value: float) -> None:
+        self.values[self.count % self.values.numel()] = value
+        self.count += 1
+
+    def mean(self) -> float:
+        return float(self.values[~self.values.isnan()].mean())
+
+    def state_dict(self) -> dict:
+        return {"values": self.values.clone(), "count": self.count}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.values = state["values"].clone()
+        self.count = int(state["count"])
