@@ -1,0 +1,137 @@
+"""End-to-end tests of apps/ghm on tiny trees (seconds on CPU)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+APP = Path(__file__).resolve().parents[1] / "apps" / "ghm"
+TINY = [
+    "--n-layer", "2", "--n-child", "2", "--vocab", "3", "--d-model", "16", "--depth", "1",
+    "--batch-size", "8", "--bayes-samples", "200", "--log-every", "2", "--threads", "1",
+    "--device", "cpu", "--lr", "1e-3",
+]  # fmt: skip
+
+
+def _load(name: str):
+    sys.path.insert(0, str(APP))
+    spec = importlib.util.spec_from_file_location(f"ghm_app_{name}", APP / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses resolve annotations through sys.modules
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def train():
+    return _load("train").main
+
+
+@pytest.fixture(scope="module")
+def clip_run(train, tmp_path_factory):
+    out = tmp_path_factory.mktemp("clip")
+    summary = train([*TINY, "--steps", "6", "--checkpoint-every", "3", "--out", str(out)])
+    return out, summary
+
+
+def test_clip_run_writes_the_contract(clip_run):
+    out, summary = clip_run
+    written = json.loads((out / "summary.json").read_text())
+    for key in ("risk", "bayes_risk", "excess_risk"):
+        assert isinstance(written[key], float)
+    assert written["excess_risk"] == pytest.approx(written["risk"] - written["bayes_risk"])
+    assert written["risk"] == summary["risk"]
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["step"] for line in lines] == [2, 4, 6]
+    assert json.loads((out / "config.json").read_text())["task"] == "clip"
+    assert (out / "checkpoints").is_dir()
+
+
+def test_resume_ends_with_the_same_risk_and_weights(train, clip_run, tmp_path):
+    out, summary = clip_run
+    # Train 3 steps, then resume to 6 from the step-3 checkpoint: same result as 6 at once.
+    part = tmp_path / "part"
+    train([*TINY, "--steps", "6", "--checkpoint-every", "3", "--out", str(part)])
+    full_state = torch.load(out / "checkpoints" / "step_00000006.pt", weights_only=True)
+    ckpts = sorted((part / "checkpoints").glob("step_*.pt"))
+    ckpts[-1].unlink()  # as if killed after the step-3 checkpoint
+    (part / "checkpoints" / "latest").write_text(ckpts[0].name)
+    resumed = train(
+        [*TINY, "--steps", "6", "--checkpoint-every", "3", "--out", str(part), "--resume"]
+    )
+    assert resumed["risk"] == summary["risk"]
+    state = torch.load(part / "checkpoints" / "step_00000006.pt", weights_only=True)
+    for name, value in full_state["model"].items():
+        assert torch.equal(value, state["model"][name]), name
+
+
+@pytest.mark.parametrize("task", ["dns", "nwp"])
+def test_joint_tasks_run(train, task, tmp_path):
+    summary = train([*TINY, "--task", task, "--steps", "2", "--out", str(tmp_path)])
+    assert summary["bayes_risk"] > 0 and summary["risk"] > 0
+
+
+@pytest.mark.parametrize("task", ["sdns", "snwp"])
+def test_sequential_tasks_use_the_clip_run(train, clip_run, task, tmp_path):
+    out, _ = clip_run
+    summary = train(
+        [*TINY, "--task", task, "--steps", "2", "--clip-run", str(out), "--out", str(tmp_path)]
+    )
+    assert summary["risk"] > 0
+
+
+def test_sequential_task_rejects_another_tree_shape(train, clip_run, tmp_path):
+    out, _ = clip_run
+    args = [*TINY, "--task", "sdns", "--steps", "2", "--clip-run", str(out), "--out", str(tmp_path)]
+    args[args.index("--n-child") + 1] = "3"
+    with pytest.raises(ValueError, match=r"n_child=2.*n_child=3"):
+        train(args)
+
+
+def test_sequential_task_needs_a_clip_run(train, tmp_path):
+    with pytest.raises(ValueError, match="--clip-run"):
+        train([*TINY, "--task", "snwp", "--steps", "2", "--out", str(tmp_path)])
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "field"), [("--p", "1.5", "p"), ("--n-child", "0", "n_child")]
+)
+def test_bad_tree_values_are_rejected(train, tmp_path, flag, value, field):
+    args = [*TINY, "--steps", "2", "--out", str(tmp_path), flag, value]  # the last flag wins
+    with pytest.raises(ValueError, match=field):
+        train(args)
+
+
+def test_guided_clip_adds_a_penalty(train, tmp_path):
+    train([*TINY, "--variant", "guided", "--depth", "2", "--steps", "2", "--out", str(tmp_path)])
+    logged = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[-1])
+    assert logged["guided_penalty"] > 0
+
+
+def test_eval_bayes_contract(tmp_path):
+    evaluate = _load("eval").main
+    args = ["--bayes", "--task", "zsc", "--p", "0.3", "--samples", "300", "--device", "cpu"]
+    summary = evaluate(
+        [*args, "--n-layer", "2", "--n-child", "2", "--vocab", "3", "--out", str(tmp_path)]
+    )
+    written = json.loads((tmp_path / "summary.json").read_text())
+    assert written["bayes_risk"] == summary["bayes_risk"]
+    assert 0 < written["bayes_risk"] < torch.log(torch.tensor(3.0)) + 1e-6  # beats chance CE
+
+
+def test_eval_zero_shot_and_ood_on_a_clip_run(clip_run, tmp_path):
+    evaluate = _load("eval").main
+    out, _ = clip_run
+    evaluate(
+        ["--run", str(out), "--zero-shot", "--ood", "--samples", "100", "--m-values", "2,4",
+         "--p-values", "0.1,0.3", "--device", "cpu", "--out", str(tmp_path)]
+    )  # fmt: skip
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert {"zsc_fit_A", "zsc_fit_B", "ood_learned_excess_p0.1"} <= set(summary)
+    assert (tmp_path / "zero_shot_vs_m.png").stat().st_size > 0
+    assert (tmp_path / "ood_excess_risk.png").stat().st_size > 0
