@@ -161,9 +161,16 @@ def main() -> None:
         results[case.id] = problems
     results["_bad_input_on_one_rank"] = check_error_agreement(rank)
 
-    gathered = [None] * world
-    dist.all_gather_object(gathered, results)
+    # Every rank writes its own file (all_gather_object would need numpy, which a
+    # torch-only environment lacks); rank 0 merges them after a barrier.
+    with open(f"{out_path}.rank{rank}", "w") as f:
+        json.dump(results, f)
+    dist.barrier()
     if rank == 0:
+        gathered = []
+        for r in range(world):
+            with open(f"{out_path}.rank{r}") as f:
+                gathered.append(json.load(f))
         merged = {key: [p for r in gathered for p in r[key]] for key in results}
         with open(out_path, "w") as f:
             json.dump(merged, f, indent=1)

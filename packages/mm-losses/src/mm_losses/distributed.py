@@ -98,8 +98,7 @@ def raise_if_any_rank_failed(error: Exception | None, shapes: Sequence[Sequence[
     dist.all_gather(statuses, status)
     failed = [r for r, s in enumerate(statuses) if int(s[0]) == 1]
     if failed:
-        messages: list[str | None] = [None] * dist.get_world_size()
-        dist.all_gather_object(messages, None if error is None else str(error))
+        messages = _all_gather_text("" if error is None else str(error))
         if error is not None:
             raise error
         raise ValueError("; ".join(f"rank {r} rejected its input: {messages[r]}" for r in failed))
@@ -112,6 +111,28 @@ def raise_if_any_rank_failed(error: Exception | None, shapes: Sequence[Sequence[
 
 
 _STATUS_WIDTH = 16
+_MESSAGE_BYTES = 1024
+
+
+def _all_gather_text(text: str) -> list[str]:
+    """Every rank's ``text`` (UTF-8, cut at 1 KiB), gathered as byte tensors.
+
+    ``dist.all_gather_object`` would need numpy, which mm-losses does not depend on.
+    """
+    data = text.encode("utf-8")[:_MESSAGE_BYTES]
+    # two length bytes, then the message
+    payload = torch.tensor([len(data) // 256, len(data) % 256, *data], dtype=torch.uint8)
+    buffer = torch.zeros(_MESSAGE_BYTES + 2, dtype=torch.uint8)
+    buffer[: payload.numel()] = payload
+    buffer = buffer.to(_collective_device())
+    gathered = [torch.empty_like(buffer) for _ in range(dist.get_world_size())]
+    dist.all_gather(gathered, buffer)
+    texts = []
+    for g in gathered:
+        raw = g.cpu().tolist()
+        n = raw[0] * 256 + raw[1]
+        texts.append(bytes(raw[2 : 2 + n]).decode("utf-8", errors="replace"))
+    return texts
 
 
 def _collective_device() -> torch.device:
