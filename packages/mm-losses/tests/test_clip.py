@@ -9,6 +9,7 @@ import torch
 from _loss_cases import assert_close
 
 import mm_losses
+from mm_losses import clip as clip_module
 
 B, D = 6, 5
 
@@ -174,3 +175,27 @@ def test_cyclip_consistency_terms_vanish_for_identical_modalities():
     clip = mm_losses.build("clip", tau=0.1)(x, x)
     cyclip = mm_losses.build("cyclip", tau=0.1)(x, x)
     assert_close(cyclip, clip)
+
+
+@pytest.mark.parametrize("temperature", ["fixed", "learnable"])
+def test_clip_fused_path_equals_the_autograd_path_across_chunks(monkeypatch, temperature):
+    monkeypatch.setattr(clip_module, "_CHUNK_ELEMENTS", 16 * 70)  # 4 chunks of 16 rows + 6
+    x, t = _inputs(9, batch=70)
+    fused = mm_losses.build("clip", tau=0.05, temperature=temperature).double()
+    plain = mm_losses.build("clip", tau=0.05, temperature=temperature).double()
+    plain._can_fuse = lambda *args: False
+    got, want = fused(x, t), plain(x, t)
+    assert "Fused" in type(got.grad_fn).__name__
+    params = [x, t, *fused.parameters()]
+    assert_close(got, want)
+    grads = torch.autograd.grad(got, params)
+    for g, w in zip(grads, torch.autograd.grad(want, [x, t, *plain.parameters()])):
+        assert_close(g, w, rtol=1e-9, atol=1e-12)
+
+
+def test_clip_fused_path_refuses_a_second_backward():
+    x, t = _inputs(10)
+    value = mm_losses.build("clip")(x, t)
+    value.backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="only once"):
+        value.backward()

@@ -122,6 +122,87 @@ def symmetric_info_nce(
     return 0.5 * (lse - positives), sim_image, sim_text
 
 
+_CHUNK_ELEMENTS = 1 << 22  # logits per element-wise op in the fused path (16 MiB of fp32)
+
+
+def _chunk_rows(n: int) -> int:
+    return max(1, _CHUNK_ELEMENTS // n)
+
+
+class _FusedSymmetricInfoNCE(torch.autograd.Function):
+    """Single-process CLIP loss with a scalar scale, holding one B x B matrix at a time.
+
+    Same value and gradients as :func:`symmetric_info_nce` with ``rows`` = all: forward
+    keeps only the logits L = scale * X T^T and the row/column log-sum-exps; backward
+    turns L in place into (softmax_row(L) + softmax_col(L) - 2 I), the gradient w.r.t. L
+    up to a factor 1/(2B), and multiplies it back onto the features. Element-wise work
+    runs over cache-sized row chunks through two small reused buffers, so there is no
+    second B x B temporary (autograd would hold the logits, two softmaxes and their
+    gradients, and page-fault on every fresh B x B allocation). Because backward
+    overwrites the saved logits it can run once (a second backward after
+    ``retain_graph=True`` raises).
+    """
+
+    @staticmethod
+    def forward(ctx, image, text, scale):
+        logits = (image * scale) @ text.T
+        n = logits.shape[0]
+        rows = _chunk_rows(n)
+        work = logits.new_empty(min(rows, n), n)
+        lse_row = logits.new_empty(n)
+        col_max = logits.amax(dim=0)
+        col_sum = torch.zeros_like(col_max)
+        for start in range(0, n, rows):
+            block = logits[start : start + rows]
+            buf = work[: block.shape[0]]
+            row_max = block.amax(dim=1)
+            torch.sub(block, row_max[:, None], out=buf).exp_()
+            lse_row[start : start + rows] = buf.sum(dim=1).log_().add_(row_max)
+            torch.sub(block, col_max[None, :], out=buf).exp_()
+            col_sum += buf.sum(dim=0)
+        lse_col = col_sum.log_().add_(col_max)
+        loss = 0.5 * (lse_row.mean() + lse_col.mean()) - logits.diagonal().mean()
+        ctx.save_for_backward(image, text)
+        ctx.logits, ctx.lse_row, ctx.lse_col = logits, lse_row, lse_col
+        ctx.scale = float(scale)
+        return loss
+
+    @staticmethod
+    def backward(ctx, grad_loss):
+        if ctx.logits is None:
+            raise RuntimeError("the fused clip loss can be backpropagated only once")
+        image, text = ctx.saved_tensors
+        logits, lse_row, lse_col, scale = ctx.logits, ctx.lse_row, ctx.lse_col, ctx.scale
+        ctx.logits = None
+        n = logits.shape[0]
+        want_scale = ctx.needs_input_grad[2]
+        diagonal_sum = logits.diagonal().sum() if want_scale else None
+        weighted = logits.new_zeros(())  # sum_ij (P_row + P_col)_ij L_ij, for d/d scale
+        rows = _chunk_rows(n)
+        work = logits.new_empty(min(rows, n), n)
+        for start in range(0, n, rows):
+            block = logits[start : start + rows]
+            buf = work[: block.shape[0]]
+            torch.sub(block, lse_row[start : start + rows, None], out=buf).exp_()  # P_row
+            if want_scale:
+                weighted += torch.dot(buf.view(-1), block.reshape(-1))
+                col = (block - lse_col[None, :]).exp_()  # P_col
+                weighted += torch.dot(col.view(-1), block.reshape(-1))
+                torch.add(buf, col, out=block)
+            else:
+                block.sub_(lse_col[None, :]).exp_().add_(buf)  # P_row + P_col
+        logits.diagonal().sub_(2.0)  # dloss/dL = (P_row + P_col - 2 I) / (2n)
+        coefficient = grad_loss * (0.5 / n)
+        grad_image = grad_text = grad_scale = None
+        if ctx.needs_input_grad[0]:  # L = scale X T^T
+            grad_image = (logits @ text).mul_(coefficient * scale)
+        if ctx.needs_input_grad[1]:
+            grad_text = (logits.T @ image).mul_(coefficient * scale)
+        if want_scale:
+            grad_scale = coefficient * (weighted - 2.0 * diagonal_sum) / scale
+        return grad_image, grad_text, grad_scale
+
+
 @register("clip")
 class CLIPLoss(ContrastiveLoss):
     """Symmetric InfoNCE of CLIP (Radford et al., ICML 2021, https://arxiv.org/abs/2103.00020).
@@ -164,7 +245,21 @@ class CLIPLoss(ContrastiveLoss):
         self.normalize = normalize
 
     def compute(self, image_all, text_all, index_all, rank, local_batch):
+        if self._can_fuse(image_all, local_batch):
+            x = _features(image_all, self.normalize)
+            t = _features(text_all, self.normalize)
+            return _FusedSymmetricInfoNCE.apply(x, t, self.temperature.scale())
         return self._clip_terms(image_all, text_all, index_all, rank, local_batch)[0]
+
+    def _can_fuse(self, image_all: torch.Tensor, local_batch: int) -> bool:
+        """The fused path: one process, one scalar tau, no bias, fp32/fp64, no autocast."""
+        return (
+            local_batch == image_all.shape[0]
+            and self.temperature.mode != "per_sample"
+            and self.logit_bias is None
+            and image_all.dtype in (torch.float32, torch.float64)
+            and not torch.is_autocast_enabled(image_all.device.type)
+        )
 
     def _clip_terms(self, image_all, text_all, index_all, rank, local_batch):
         x = _features(image_all, self.normalize)
