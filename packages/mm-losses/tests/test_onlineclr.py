@@ -68,3 +68,17 @@ def test_onlineclr_state_is_in_the_state_dict():
 def test_onlineclr_rejects_bad_gamma():
     with pytest.raises(ValueError, match="gamma"):
         mm_losses.build("onlineclr", gamma=0.0)
+
+
+def test_onlineclr_eval_mode_leaves_the_moving_average_alone():
+    loss = mm_losses.build("onlineclr", tau=0.2, gamma=0.5)
+    x, t = _inputs(6)
+    with torch.no_grad():
+        first = loss.eval()(x, t)  # no state yet: the batch's own normaliser
+        positive, negative = _terms(x, t, 0.2)
+        assert_close(first, -positive + torch.log(negative), rtol=1e-5, atol=1e-6)
+        assert int(loss.num_updates) == 0
+        loss.train()(x, t)
+        state = {k: v.clone() for k, v in loss.state_dict().items()}
+        loss.eval()(*_inputs(7))
+    assert all(torch.equal(v, loss.state_dict()[k]) for k, v in state.items())

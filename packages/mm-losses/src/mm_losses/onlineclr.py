@@ -30,7 +30,9 @@ class OnlineCLRLoss(ContrastiveLoss):
     (the SogCLR moving-average idea with one global scalar instead of one per anchor).
     The pooled negative term is the same for image and text anchors (the sum over i != j
     of S and of S^T coincide), so the loss is symmetric by construction. A second EMA
-    of the positive term E_i[S_ii] is kept for ``diagnostics()`` only.
+    of the positive term E_i[S_ii] is kept for ``diagnostics()`` only. The EMAs move only
+    in training mode; in ``eval()`` mode the loss uses u as it stands (the batch's own n
+    before the first training step).
 
     Distributed: each rank computes n over its anchor rows against all gathered columns;
     u is updated with the global n (a log-mean-exp of the ranks' values, gathered without
@@ -67,19 +69,33 @@ class OnlineCLRLoss(ContrastiveLoss):
         log_negative = logits.masked_fill(~off_diagonal, -math.inf).logsumexp(
             dim=(0, 1)
         ) - math.log(local_batch * (n - 1))
-        self._update(log_negative.detach(), positives.detach().mean() * self.tau)
-        log_u = self.log_normaliser.to(log_negative.dtype)
+        log_global, positive = self._global_terms(
+            log_negative.detach(), positives.detach().mean() * self.tau
+        )
+        if self.training:
+            self._update(log_global, positive)
+        if int(self.num_updates) > 0:
+            log_u = self.log_normaliser.to(log_negative.dtype)
+        else:  # eval() before any training step: the batch's own normaliser
+            log_u = log_global.to(log_negative.dtype)
         return -positives.mean() + log_u + torch.exp(log_negative - log_u) - 1.0
 
     @torch.no_grad()
-    def _update(self, log_negative: torch.Tensor, positive: torch.Tensor) -> None:
-        """EMA of the global negative term (in log space) and of the positive similarity."""
+    def _global_terms(
+        self, log_negative: torch.Tensor, positive: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """log n and the mean positive similarity of the global batch (all ranks)."""
         _, world = rank_and_world()
         if world > 1:
             both = torch.stack([log_negative.float(), positive.float()])
             gathered = all_gather_no_grad(both[None], check_shape=False)
             log_negative = gathered[:, 0].logsumexp(0) - math.log(world)
             positive = gathered[:, 1].mean()
+        return log_negative, positive
+
+    @torch.no_grad()
+    def _update(self, log_negative: torch.Tensor, positive: torch.Tensor) -> None:
+        """EMA of the global negative term (in log space) and of the positive similarity."""
         log_negative = log_negative.to(self.log_normaliser.dtype)
         positive = positive.to(self.positive_ema.dtype)
         if int(self.num_updates) == 0:
