@@ -40,7 +40,7 @@ from mm_train.distributed import (
     make_dataloader,
     wrap_ddp,
 )
-from mm_train.logging import Progress, RunLogger, atomic_write_json, atomic_write_text
+from mm_train.logging import Progress, RunLogger, atomic_write, atomic_write_json, atomic_write_text
 from mm_train.loop import (
     FitResult,
     NonFiniteLossError,
@@ -79,6 +79,7 @@ __all__ = [
     "all_gather_with_grad",
     "all_reduce_mean",
     "atomic_torch_save",
+    "atomic_write",
     "atomic_write_json",
     "atomic_write_text",
     "barrier",

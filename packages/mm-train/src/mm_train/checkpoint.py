@@ -14,17 +14,14 @@ scaler, stateful modules, step, RNG and data position); this module only stores 
 
 from __future__ import annotations
 
-import contextlib
-import os
 import re
-import uuid
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from mm_train.logging import atomic_write_text
+from mm_train.logging import atomic_write, atomic_write_text
 
 CHECKPOINT_DIR = "checkpoints"
 LATEST = "latest"
@@ -64,20 +61,8 @@ def latest_checkpoint(out_dir: str | Path) -> Path | None:
 
 
 def atomic_torch_save(obj: Any, path: str | Path) -> None:
-    """``torch.save`` to a temp file beside ``path``, fsync it, then ``os.replace`` it over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    """``torch.save`` ``obj`` to ``path`` atomically (temp file, fsync, ``os.replace``)."""
+    atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def save_checkpoint(
