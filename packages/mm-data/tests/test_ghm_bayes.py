@@ -30,13 +30,7 @@ from mm_data.ghm import (
 SPEC_BAYES = {"clip": 0.581, "zsc": 1.842, "dns": 33.04, "nwp": 1.154}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Many small ops: one intra-op thread is far faster on a small, shared CPU."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -32,13 +32,7 @@ from mm_data.ghm import (
 TINY = dict(n_layer=2, n_child=2, vocab=3)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Many small ops: one intra-op thread is far faster on a small, shared CPU."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 class BruteForceTree:

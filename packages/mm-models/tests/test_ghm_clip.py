@@ -50,16 +50,7 @@ def test_clip_model_has_separate_encoders():
     assert len(out) == 4 and len(out[2]) == len(out[3]) == 2
 
 
-@pytest.fixture
-def one_thread():
-    """Tiny models step faster on one thread, and the test then tolerates a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def test_tiny_clip_model_fits_a_small_batch(one_thread):
+def test_tiny_clip_model_fits_a_small_batch(one_torch_thread):
     """In-batch contrastive loss with similarity exp(<f_t, f_i>) drops on a fixed batch."""
     torch.manual_seed(0)
     model = GHMClipModel(GHMClipConfig(vocab=4, n_leaves=9, embed_dim=8, d_model=16, n_layer=1))

@@ -10,13 +10,7 @@ from mm_models.identifiability_imgtxt import ConvTextEncoder, ResNetImageEncoder
 VOCAB, LENGTH = 30, 24
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    # Tiny convolutions run far slower with several intra-op threads on a busy shared CPU.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _one_hot(batch: int, length: int = LENGTH, vocab: int = VOCAB) -> torch.Tensor:
