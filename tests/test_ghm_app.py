@@ -107,6 +107,16 @@ def test_bad_tree_values_are_rejected(train, tmp_path, flag, value, field):
         train(args)
 
 
+def test_shallow_variant_has_one_block_whatever_the_depth():
+    tasks = _load("ghm_tasks")
+    deep = tasks.GHMAppConfig(depth=3, d_model=16, n_layer=2, n_child=2, vocab=3)
+    shallow = tasks.GHMAppConfig(
+        depth=3, d_model=16, n_layer=2, n_child=2, vocab=3, variant="shallow"
+    )
+    assert len(tasks.build_model(deep).text_encoder.transformer.blocks) == 3
+    assert len(tasks.build_model(shallow).text_encoder.transformer.blocks) == 1
+
+
 def test_guided_clip_adds_a_penalty(train, tmp_path):
     train([*TINY, "--variant", "guided", "--depth", "2", "--steps", "2", "--out", str(tmp_path)])
     logged = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[-1])

@@ -130,7 +130,9 @@ def build_model(cfg: GHMAppConfig) -> nn.Module:
     overrides = {"attention": cfg.attention, "n_head": cfg.n_head}
     if cfg.d_model > 0:
         overrides["d_model"] = cfg.d_model
-    if cfg.depth > 0:
+    if cfg.variant == "shallow":
+        overrides["n_layer"] = 1  # the paper's shallow model, whatever --depth says
+    elif cfg.depth > 0:
         overrides["n_layer"] = cfg.depth
     if cfg.task in ("dns", "sdns"):
         overrides["sigma"] = cfg.sigma
