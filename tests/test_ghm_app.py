@@ -117,10 +117,48 @@ def test_shallow_variant_has_one_block_whatever_the_depth():
     assert len(tasks.build_model(shallow).text_encoder.transformer.blocks) == 1
 
 
-def test_guided_clip_adds_a_penalty(train, tmp_path):
-    train([*TINY, "--variant", "guided", "--depth", "2", "--steps", "2", "--out", str(tmp_path)])
+@pytest.mark.parametrize("task", ["clip", "dns", "nwp"])
+def test_guided_variant_adds_a_penalty(train, tmp_path, task):
+    args = ["--task", task, "--variant", "guided", "--depth", "2", "--steps", "2"]
+    train([*TINY, *args, "--out", str(tmp_path)])
     logged = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[-1])
-    assert logged["guided_penalty"] > 0
+    assert logged["guided_penalty"] > 0 and logged["task_loss"] > 0
+
+
+def test_guided_dns_penalty_matches_a_per_leaf_loop():
+    """The dns penalty = lam * sum over guided layers l, leaves t of the squared distance
+    between channels [l*V, (l+1)*V) and the BP message of t's ancestor at level L-1-l,
+    text tokens against text messages and image tokens against noisy-image messages."""
+    from mm_data.ghm import level_messages, sample_task_batch
+
+    tasks = _load("ghm_tasks")
+    cfg = tasks.GHMAppConfig(
+        task="dns", variant="guided", depth=2, d_model=16, n_layer=2, n_child=2, vocab=3,
+        guided_lambda=0.5, batch_size=4,
+    )  # fmt: skip
+    ghm, model = tasks.build_ghm(cfg, torch.device("cpu")), tasks.build_model(cfg)
+    batch = sample_task_batch(ghm, "dns", 4, torch.Generator().manual_seed(0))
+    loss, metrics = tasks.make_step_fn(cfg, ghm, None)(model, batch)
+    _, hidden = model(batch.noisy_image, batch.text, return_hidden=True)
+    text_msg = level_messages(ghm.text, batch.text)
+    image_msg = level_messages(ghm.image, noisy=batch.noisy_image, sigma=batch.sigma)
+    n_leaves, expected = 4, 0.0
+    for layer in range(2):
+        level = 1 - layer
+        for leaf in range(n_leaves):
+            node = leaf // 2 ** (2 - level)
+            for tokens, msg in ((model.text_slice, text_msg), (model.image_slice, image_msg)):
+                h = hidden[layer][:, tokens][:, leaf, layer * 3 : (layer + 1) * 3]
+                expected += float((h - msg[level][:, node]).detach().pow(2).sum()) / 4
+    assert metrics["guided_penalty"] == pytest.approx(0.5 * expected, rel=1e-5)
+    assert float(loss) == pytest.approx(metrics["task_loss"] + metrics["guided_penalty"], rel=1e-6)
+
+
+@pytest.mark.parametrize("task", ["sdns", "snwp"])
+def test_guided_is_rejected_for_the_frozen_embedding_tasks(clip_run, train, tmp_path, task):
+    args = ["--task", task, "--variant", "guided", "--clip-run", str(clip_run[0])]
+    with pytest.raises(ValueError, match="guided"):
+        train([*TINY, *args, "--steps", "2", "--out", str(tmp_path)])
 
 
 def test_eval_bayes_contract(tmp_path):

@@ -97,6 +97,7 @@ class GHMAppConfig:
 
 
 # ghm.md section 4: learning rates by task and variant; guided penalties.
+GUIDED_TASKS = ("clip", "dns", "nwp")
 PAPER_LR = {
     ("clip", "standard"): 3e-4, ("clip", "shallow"): 3e-4, ("clip", "guided"): 1e-3,
     ("dns", "standard"): 1e-3, ("dns", "shallow"): 1e-3, ("dns", "guided"): 1e-2,
@@ -174,11 +175,16 @@ def make_step_fn(
     clip_loss = mm_losses.build("ghm_clip", num_negatives=cfg.num_negatives)
     lam = cfg.guided_lambda or PAPER_LAMBDA[DATA_TASK[cfg.task]]
     guided = cfg.variant == "guided"
-    if guided and cfg.task != "clip":
+    if guided and cfg.task not in GUIDED_TASKS:
         raise ValueError(
-            f"variant 'guided' is implemented for task 'clip' only in this version, not {cfg.task!r}"
+            f"variant 'guided' applies to the tasks with a full token sequence {GUIDED_TASKS} "
+            f"(the paper's guided models), not {cfg.task!r}: its frozen CLIP embedding is one "
+            "token, which has no tree levels to match"
         )
     shape = {"n_child": cfg.n_child, "n_layer": cfg.n_layer}
+
+    def penalty_of(hidden, messages, tokens: slice | None = None) -> torch.Tensor:
+        return guided_penalty(hidden, messages, lam, token_range=tokens, **shape)
 
     def step_fn(model: nn.Module, batch) -> tuple[torch.Tensor, dict[str, float]]:
         penalty = None
@@ -187,27 +193,43 @@ def make_step_fn(
                 f_text, f_image, h_text, h_image = model(
                     batch.text, batch.image, return_hidden=True
                 )
-                penalty = guided_penalty(
-                    h_text, level_messages(ghm.text, batch.text), lam, **shape
-                ) + guided_penalty(h_image, level_messages(ghm.image, batch.image), lam, **shape)
+                penalty = penalty_of(h_text, level_messages(ghm.text, batch.text)) + penalty_of(
+                    h_image, level_messages(ghm.image, batch.image)
+                )
             else:
                 f_text, f_image = model(batch.text, batch.image)
             loss = clip_loss(f_image, f_text)
         elif cfg.task in ("dns", "sdns"):
             if cfg.task == "dns":
-                pred = model(batch.noisy_image, batch.text)
+                out = model(batch.noisy_image, batch.text, return_hidden=guided)
             else:
                 with torch.no_grad():
                     emb = clip.text_encoder(batch.text)
-                pred = model(batch.noisy_image, text_embedding=emb)
+                out = model(batch.noisy_image, text_embedding=emb)
+            pred = out[0] if guided else out
+            if guided:
+                # text tokens see the clean text leaves, image tokens the Gaussian evidence
+                image_messages = level_messages(
+                    ghm.image, noisy=batch.noisy_image, sigma=batch.sigma
+                )
+                penalty = penalty_of(
+                    out[1], level_messages(ghm.text, batch.text), model.text_slice
+                ) + penalty_of(out[1], image_messages, model.image_slice)
             loss = (pred - batch.image.to(pred.dtype)).square().sum(-1).mean()
         else:
             if cfg.task == "nwp":
-                logits = model(batch.input, batch.image)
+                out = model(batch.input, batch.image, return_hidden=guided)
             else:
                 with torch.no_grad():
                     emb = clip.image_encoder(batch.image)
-                logits = model(batch.input, image_embedding=emb)
+                out = model(batch.input, image_embedding=emb)
+            logits = out[0] if guided else out
+            if guided:
+                # only the image prefix: text tokens are causal, a subtree message would leak
+                # the leaves they must predict
+                penalty = penalty_of(
+                    out[1], level_messages(ghm.image, batch.image), model.image_slice
+                )
             loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch.target.reshape(-1))
         metrics = {"task_loss": float(loss.detach())}
         if penalty is not None:
