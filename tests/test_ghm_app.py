@@ -151,7 +151,7 @@ def test_guided_dns_penalty_matches_a_per_leaf_loop():
                 h = hidden[layer][:, tokens][:, leaf, layer * 3 : (layer + 1) * 3]
                 expected += float((h - msg[level][:, node]).detach().pow(2).sum()) / 4
     assert metrics["guided_penalty"] == pytest.approx(0.5 * expected, rel=1e-5)
-    assert float(loss) == pytest.approx(metrics["task_loss"] + metrics["guided_penalty"], rel=1e-6)
+    assert float(loss.detach()) == pytest.approx(metrics["task_loss"] + metrics["guided_penalty"], rel=1e-6)
 
 
 @pytest.mark.parametrize("task", ["sdns", "snwp"])
