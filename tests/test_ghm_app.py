@@ -151,7 +151,9 @@ def test_guided_dns_penalty_matches_a_per_leaf_loop():
                 h = hidden[layer][:, tokens][:, leaf, layer * 3 : (layer + 1) * 3]
                 expected += float((h - msg[level][:, node]).detach().pow(2).sum()) / 4
     assert metrics["guided_penalty"] == pytest.approx(0.5 * expected, rel=1e-5)
-    assert float(loss.detach()) == pytest.approx(metrics["task_loss"] + metrics["guided_penalty"], rel=1e-6)
+    assert float(loss.detach()) == pytest.approx(
+        metrics["task_loss"] + metrics["guided_penalty"], rel=1e-6
+    )
 
 
 @pytest.mark.parametrize("task", ["sdns", "snwp"])
@@ -177,9 +179,12 @@ def test_eval_zero_shot_and_ood_on_a_clip_run(clip_run, tmp_path):
     out, _ = clip_run
     evaluate(
         ["--run", str(out), "--zero-shot", "--ood", "--samples", "100", "--m-values", "2,4",
-         "--p-values", "0.1,0.3", "--device", "cpu", "--out", str(tmp_path)]
+         "--p-values", "0.1,0.2,0.3", "--device", "cpu", "--out", str(tmp_path)]
     )  # fmt: skip
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert {"zsc_fit_A", "zsc_fit_B", "ood_learned_excess_p0.1"} <= set(summary)
+    # paired samples: at the training p (0.2) misspecified BP is exact BP, to the last bit
+    assert summary["ood_misspecified_excess_p0.2"] == 0.0
+    assert summary["ood_misspecified_excess_p0.1"] != 0.0
     assert (tmp_path / "zero_shot_vs_m.png").stat().st_size > 0
     assert (tmp_path / "ood_excess_risk.png").stat().st_size > 0

@@ -184,10 +184,18 @@ def main(argv: list[str] | None = None) -> dict:
         train_cfg, model = load_clip_run(Path(cfg.run), device)
         ghm = build_ghm(train_cfg, device)
     if cfg.zero_shot:
-        risks = zero_shot_risks(model, ghm, cfg.m_values, cfg.samples, cfg.batch_size, gen)
-        bayes = bayes_risk_samples(ghm, "zsc", cfg.samples, generator=gen)
+        # the learned classifier and Bayes are scored on the same images (one draw of n)
+        seed = int(torch.randint(2**62, (), generator=gen, device=gen.device))
+        risks = zero_shot_risks(
+            model, ghm, cfg.m_values, cfg.samples, cfg.batch_size,
+            torch.Generator(device=gen.device).manual_seed(seed),
+        )  # fmt: skip
+        bayes = bayes_risk_samples(
+            ghm, "zsc", cfg.samples, cfg.samples,
+            torch.Generator(device=gen.device).manual_seed(seed),
+        )  # fmt: skip
         a, b = fit_inverse_m(list(risks), list(risks.values()))
-        bayes_zsc = float(bayes.mean())
+        bayes_zsc = float(bayes.double().mean())
         rows = [{"M": m, "risk": r, "bayes_risk": bayes_zsc} for m, r in risks.items()]
         write_csv(out / "zero_shot.csv", rows)
         ms = list(risks)
@@ -202,14 +210,28 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"zero-shot: fit {a:.3f}/M + {b:.4f}; Bayes {bayes_zsc:.4f}")
     if cfg.ood:
         rows = []
+        k = train_cfg.num_negatives
         for p_test in cfg.p_values:
             shifted = ghm.with_p(p_test)
+            # common random numbers: the learned model, exact BP and misspecified BP are
+            # scored on the same samples (so at the training p misspecified == Bayes exactly)
+            seed = int(torch.randint(2**62, (), generator=gen, device=gen.device))
+
+            def same_samples(seed: int = seed) -> torch.Generator:
+                return torch.Generator(device=gen.device).manual_seed(seed)
+
             learned = model_clip_risk(
-                model, shifted, cfg.samples, cfg.batch_size, train_cfg.num_negatives, gen
+                model, shifted, cfg.samples, cfg.batch_size, k, same_samples()
             )
-            bayes = float(bayes_risk_samples(shifted, "clip", cfg.samples, generator=gen).mean())
-            misspecified = float(
-                bayes_risk_samples(shifted, "clip", cfg.samples, generator=gen, bp=ghm).mean()
+            bayes, misspecified = (
+                float(
+                    bayes_risk_samples(
+                        shifted, "clip", cfg.samples, cfg.batch_size, same_samples(), bp=bp, k=k
+                    )
+                    .double()
+                    .mean()
+                )
+                for bp in (shifted, ghm)
             )
             rows.append(
                 {"p_test": p_test, "learned": learned, "bayes": bayes,
