@@ -188,3 +188,33 @@ def test_eval_zero_shot_and_ood_on_a_clip_run(clip_run, tmp_path):
     assert summary["ood_misspecified_excess_p0.1"] != 0.0
     assert (tmp_path / "zero_shot_vs_m.png").stat().st_size > 0
     assert (tmp_path / "ood_excess_risk.png").stat().st_size > 0
+
+
+def test_figure2_script_sweeps_p_and_plots(tmp_path):
+    """experiments/ghm/figure2.py end to end on a tiny tree: one run per (variant, p), a
+    zero-shot row per clip run, the CSV matches the runs' summaries, and a rerun reuses them."""
+    import csv
+    import subprocess
+
+    script = APP.parents[1] / "experiments" / "ghm" / "figure2.py"
+    cmd = [sys.executable, str(script), "--variants", "shallow", "--p-values", "0.1,0.3",
+           "--steps", "2", "--zsc-m", "2", "--zsc-samples", "40", "--device", "cpu",
+           "--out", str(tmp_path), "--", *TINY]  # fmt: skip
+    subprocess.run(cmd, check=True, capture_output=True, timeout=300)
+    rows = list(csv.DictReader((tmp_path / "figure2.csv").open()))
+    assert {(r["task"], r["variant"], float(r["p"])) for r in rows} == {
+        (t, "shallow", p) for t in ("clip", "zsc") for p in (0.1, 0.3)
+    }
+    for r in rows:
+        if r["task"] == "clip":
+            run = json.loads(
+                (
+                    tmp_path / f"clip-{r['variant']}-p{float(r['p']):.2f}" / "summary.json"
+                ).read_text()
+            )
+            assert float(r["risk"]) == pytest.approx(run["risk"])
+            assert float(r["bayes_risk"]) == pytest.approx(run["bayes_risk"])
+        assert float(r["excess_risk"]) == pytest.approx(float(r["risk"]) - float(r["bayes_risk"]))
+    assert (tmp_path / "figure2.png").stat().st_size > 0
+    again = subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=300)
+    assert "train.py" not in again.stdout  # every run was reused

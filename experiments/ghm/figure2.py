@@ -1,7 +1,8 @@
 """Regenerate the GHM paper's Figure 2: risk and excess risk vs flip probability p.
 
-For each task (clip, dns, nwp; plus zero-shot from the clip runs) and variant, trains
-apps/ghm/train.py at every p and plots risk / excess risk over the Bayes risk.
+For each task (clip, dns, nwp) and variant, trains apps/ghm/train.py at every p and plots
+risk / excess risk over the Bayes risk; the clip runs are also scored on zero-shot
+classification with M prompts per class (eval.py --zero-shot, panel "zsc"; --zsc-m 0 skips).
 
     uv run experiments/ghm/figure2.py                                  # reduced CPU sweep
     uv run experiments/ghm/figure2.py --preset paper --device cuda \\
@@ -37,6 +38,22 @@ def run_once(args, task: str, variant: str, p: float) -> dict:
     return json.loads(summary.read_text())
 
 
+def zero_shot_once(args, run: Path) -> dict:
+    """Zero-shot risk at M = --zsc-m of a clip run (eval.py), cached like the runs."""
+    out = run / f"zero-shot-M{args.zsc_m}"
+    summary = out / "summary.json"
+    if not summary.is_file():
+        cmd = [sys.executable, str(ROOT / "apps/ghm/eval.py"), "--run", str(run), "--zero-shot",
+               "--m-values", str(args.zsc_m), "--device", args.device, "--out", str(out)]  # fmt: skip
+        if args.zsc_samples:
+            cmd += ["--samples", str(args.zsc_samples)]
+        print("+", " ".join(cmd), flush=True)
+        subprocess.run(cmd, check=True)
+    s = json.loads(summary.read_text())
+    risk, bayes = s[f"zsc_risk_M{args.zsc_m}"], s["zsc_bayes_risk"]
+    return {"risk": risk, "bayes_risk": bayes, "excess_risk": risk - bayes}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -47,6 +64,8 @@ def main() -> None:
     parser.add_argument("--variants", default="standard,shallow")
     parser.add_argument("--p-values", default="0.1,0.2,0.3")
     parser.add_argument("--steps", type=int, default=0, help="override the preset's steps")
+    parser.add_argument("--zsc-m", type=int, default=250, help="zero-shot M; 0 = no zsc panel")
+    parser.add_argument("--zsc-samples", type=int, default=0, help="zero-shot eval samples")
     parser.add_argument("--out", default="runs/figure2")
     parser.add_argument("extra", nargs="*", help="more train.py flags after --")
     args = parser.parse_args()
@@ -58,6 +77,10 @@ def main() -> None:
                 s = run_once(args, task, variant, p)
                 rows.append({"task": task, "variant": variant, "p": p, "risk": s["risk"],
                              "bayes_risk": s["bayes_risk"], "excess_risk": s["excess_risk"]})  # fmt: skip
+                if task == "clip" and args.zsc_m > 0:
+                    run = Path(args.out) / f"{task}-{variant}-p{p:.2f}"
+                    rows.append({"task": "zsc", "variant": variant, "p": p,
+                                 **zero_shot_once(args, run)})  # fmt: skip
     out = Path(args.out)
     with (out / "figure2.csv").open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
@@ -69,7 +92,7 @@ def main() -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    tasks = sorted({r["task"] for r in rows})
+    tasks = [t for t in ("clip", "zsc", "dns", "nwp") if any(r["task"] == t for r in rows)]
     fig, axes = plt.subplots(2, len(tasks), figsize=(4 * len(tasks), 6), squeeze=False)
     for col, task in enumerate(tasks):
         for variant in args.variants.split(","):
