@@ -1,0 +1,277 @@
+"""End-to-end tests of apps/identifiability on tiny configs (seconds on CPU)."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+APP = Path(__file__).resolve().parents[1] / "apps" / "identifiability"
+TINY_MLP = [
+    "--experiment", "mlp", "--content-n", "2", "--style-n", "2", "--modality-n", "1",
+    "--hidden-multipliers", "2,2", "--batch-size", "16", "--lr", "1e-3", "--log-every", "2",
+    "--threads", "1", "--device", "cpu",
+]  # fmt: skip
+TINY_EVAL = ["--val-samples", "60", "--test-samples", "60", "--threads", "1", "--device", "cpu"]
+TINY_IMGTXT = [
+    "--experiment", "imgtxt", "--batch-size", "8", "--lr", "1e-3", "--log-every", "1",
+    "--threads", "1", "--device", "cpu", "--image-size", "32",
+]  # fmt: skip
+
+
+def _load(name: str):
+    sys.path.insert(0, str(APP))
+    spec = importlib.util.spec_from_file_location(f"identifiability_app_{name}", APP / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses resolve annotations through sys.modules
+    spec.loader.exec_module(module)
+    return module
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="module")
+def train():
+    return _load("train").main
+
+
+@pytest.fixture(scope="module")
+def evaluate():
+    return _load("eval").main
+
+
+@pytest.fixture(scope="module")
+def mlp_run(train, tmp_path_factory):
+    out = tmp_path_factory.mktemp("mlp")
+    summary = train([*TINY_MLP, "--steps", "6", "--checkpoint-every", "3", "--out", str(out)])
+    return out, summary
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    root = tmp_path_factory.mktemp("m3di")
+    _load("prepare_data").main(
+        ["--out", str(root), "--n-train", "24", "--n-val", "24", "--n-test", "24",
+         "--image-size", "32"]
+    )  # fmt: skip
+    return root
+
+
+@pytest.fixture(scope="module")
+def imgtxt_run(train, corpus, tmp_path_factory):
+    out = tmp_path_factory.mktemp("imgtxt")
+    args = [*TINY_IMGTXT, "--steps", "2", "--datapath", str(corpus), "--out", str(out)]
+    return out, train(args)
+
+
+# ------------------------------------------------------------------------------ simulation
+
+
+def test_mlp_run_writes_the_contract(mlp_run):
+    out, summary = mlp_run
+    for name in ("config.json", "metrics.jsonl", "summary.json", "mixing.pt"):
+        assert (out / name).is_file(), name
+    assert [json.loads(line)["step"] for line in (out / "metrics.jsonl").open()] == [2, 4, 6]
+    assert json.loads((out / "config.json").read_text())["style_n"] == 2
+    assert json.loads((out / "summary.json").read_text())["step"] == summary["step"] == 6
+    assert (out / "checkpoints" / "step_00000006.pt").is_file()
+
+
+def test_saved_mixing_is_the_one_the_run_used(mlp_run):
+    """The saved f1, f2 are invertible 5-dim maps drawn from the run's seed (so eval sees
+    the training distribution), and two seeds give different mixings."""
+    from mm_data.identifiability import load_mixing, make_mixing
+
+    out, _ = mlp_run
+    f1, f2, latent_cfg = load_mixing(out / "mixing.pt")
+    assert latent_cfg.view_dim == 5 and f1 is not f2
+    g1, g2 = make_mixing(5, seed=0)
+    z = torch.randn(7, 5)
+    assert torch.allclose(f1(z), g1(z)) and torch.allclose(f2(z), g2(z))
+    assert torch.allclose(f1.inverse(f1(z)), z, atol=1e-4)
+    assert not torch.allclose(make_mixing(5, seed=1)[0](z), f1(z))
+
+
+def test_mlp_eval_writes_results_csv(mlp_run, evaluate, tmp_path):
+    out, _ = mlp_run
+    result = evaluate(["--run", str(out), *TINY_EVAL, "--out", str(tmp_path)])
+    rows = _rows(tmp_path / "results.csv")
+    assert list(rows[0])[:4] == ["encoder", "target", "r2_linear", "r2_nonlinear"]
+    assert [(r["encoder"], r["target"]) for r in rows] == [
+        (e, t) for e in ("hz1", "hz2") for t in ("c", "s", "s_tilde", "m1", "m2")
+    ]
+    for row in rows:
+        assert float(row["r2_linear"]) <= 1.0 and float(row["r2_nonlinear"]) <= 1.0
+        assert row["nonlinear"] == "kernel_ridge"  # auto: exact KRR on a small fit set
+    assert (tmp_path / "results_heatmap.png").stat().st_size > 0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["hz1/c/r2_linear"] == pytest.approx(float(rows[0]["r2_linear"]))
+    assert result["hz2/m2/r2_nonlinear"] == pytest.approx(float(rows[-1]["r2_nonlinear"]))
+
+
+def test_eval_is_reproducible_and_picks_the_regressor(mlp_run, evaluate, tmp_path):
+    out, _ = mlp_run
+    args = ["--run", str(out), *TINY_EVAL]
+    first = evaluate([*args, "--out", str(tmp_path / "a"), "--nonlinear", "kernel_ridge_nystroem"])
+    again = evaluate([*args, "--out", str(tmp_path / "b"), "--nonlinear", "kernel_ridge_nystroem"])
+    assert first["hz1/c/r2_nonlinear"] == again["hz1/c/r2_nonlinear"]
+    assert first["hz1/c/r2_linear"] == again["hz1/c/r2_linear"]
+    assert {r["nonlinear"] for r in _rows(tmp_path / "a" / "results.csv")} == {
+        "kernel_ridge_nystroem"
+    }
+
+
+def test_resume_continues_exactly(train, mlp_run, tmp_path):
+    out, summary = mlp_run
+    part = tmp_path / "part"
+    train([*TINY_MLP, "--steps", "6", "--checkpoint-every", "3", "--out", str(part)])
+    (part / "checkpoints" / "step_00000006.pt").unlink()  # as if killed after step 3
+    (part / "checkpoints" / "latest").write_text("step_00000003.pt")
+    resumed = train(
+        [*TINY_MLP, "--steps", "6", "--checkpoint-every", "3", "--out", str(part), "--resume"]
+    )
+    assert resumed["loss"] == summary["loss"]
+    full = torch.load(out / "checkpoints" / "step_00000006.pt", weights_only=True)["model"]
+    again = torch.load(part / "checkpoints" / "step_00000006.pt", weights_only=True)["model"]
+    for name, value in full.items():
+        assert torch.equal(value, again[name]), name
+
+
+def test_shared_encoder_and_mixing(train, tmp_path):
+    from mm_data.identifiability import load_mixing
+
+    args = [*TINY_MLP, "--steps", "2", "--shared-encoder", "--shared-mixing"]
+    train([*args, "--out", str(tmp_path)])
+    f1, f2, _ = load_mixing(tmp_path / "mixing.pt")
+    assert f1 is f2
+    state = torch.load(tmp_path / "checkpoints" / "step_00000002.pt", weights_only=True)
+    weights = state["model"]
+    for name in (k for k in weights if k.startswith("g1.")):  # one encoder, stored twice
+        assert torch.equal(weights[name], weights["g2." + name[3:]]), name
+
+
+def test_resume_rejects_another_latent_model(train, tmp_path):
+    args = [*TINY_MLP, "--steps", "2", "--out", str(tmp_path)]
+    train(args)
+    with pytest.raises(ValueError, match=r"mixing\.pt.*another latent model"):
+        train([*args, "--style-change-prob", "0.5", "--resume"])
+    assert json.loads((tmp_path / "config.json").read_text())["style_change_prob"] == 1.0
+
+
+def test_eval_without_saved_mixing_names_the_file(mlp_run, evaluate, tmp_path):
+    out, _ = mlp_run
+    broken = tmp_path / "run"
+    broken.mkdir()
+    (broken / "config.json").write_text((out / "config.json").read_text())
+    with pytest.raises(FileNotFoundError, match=r"mixing\.pt"):
+        evaluate(["--run", str(broken), *TINY_EVAL])
+
+
+def test_eval_of_a_missing_run_names_config_json(evaluate, tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"config\.json"):
+        evaluate(["--run", str(tmp_path / "nothing"), *TINY_EVAL])
+
+
+def test_bad_values_are_rejected(train, tmp_path):
+    with pytest.raises(ValueError, match="style_change_prob"):
+        train([*TINY_MLP, "--steps", "2", "--style-change-prob", "1.5", "--out", str(tmp_path)])
+    with pytest.raises(ValueError, match="batch_size"):
+        train([*TINY_MLP, "--steps", "2", "--batch-size", "0", "--out", str(tmp_path)])
+
+
+def test_help_lists_every_flag_with_defaults(capsys):
+    with pytest.raises(SystemExit):
+        _load("train").main(["--help"])
+    text = capsys.readouterr().out
+    for flag in ("--style-change-prob", "--statistical-dependence", "--content-dependent-style",
+                 "--shared-mixing", "--shared-encoder", "--encoding-size", "--c-param", "--tau",
+                 "--clip-grad", "--datapath", "--resume", "--threads"):  # fmt: skip
+        assert flag in text, flag
+    assert "default" in text
+
+
+# ------------------------------------------------------------------------------ image/text
+
+
+def test_prepare_data_writes_the_layout(corpus):
+    for split in ("train", "val", "test"):
+        folder = corpus / split
+        assert len(list((folder / "images").glob("*.png"))) == 24
+        assert len((folder / "text" / "text_raw.txt").read_text().splitlines()) == 24
+        for name in ("latents_image.csv", "latents_text.csv"):
+            assert len(_rows(folder / name)) == 24
+
+
+def test_imgtxt_train_and_eval(imgtxt_run, evaluate, tmp_path):
+    from mm_data.identifiability import FACTORS
+
+    out, summary = imgtxt_run
+    assert summary["step"] == 2 and summary["encoding_size"] == 4
+    assert (out / "vocab.json").is_file() and (out / "text_meta.json").is_file()
+    evaluate(["--run", str(out), "--threads", "1", "--device", "cpu", "--out", str(tmp_path)])
+    rows = _rows(tmp_path / "results.csv")
+    assert list(rows[0])[:7] == [
+        "modality", "factor_name", "factor_type", "r2_linreg", "r2_krreg", "acc_logreg", "acc_mlp",
+    ]  # fmt: skip
+    expected = [(m, f, t) for m in ("image", "text") for f, t in FACTORS[m].items()]
+    assert [(r["modality"], r["factor_name"], r["factor_type"]) for r in rows] == expected
+    for row in rows:
+        filled = ("r2_linreg", "r2_krreg") if row["factor_type"] == "continuous" else (
+            "acc_logreg", "acc_mlp")  # fmt: skip
+        assert all(row[k] != "" for k in filled)
+        if row["factor_type"] == "discrete":
+            assert 0.0 <= float(row["acc_logreg"]) <= 1.0
+    assert (tmp_path / "results_heatmap.png").is_file()
+
+
+def _copy_corpus(src: Path, dst: Path) -> Path:
+    import shutil
+
+    shutil.copytree(src, dst)
+    return dst
+
+
+def test_missing_file_is_named(train, corpus, tmp_path):
+    data = _copy_corpus(corpus, tmp_path / "data")
+    (data / "train" / "latents_text.csv").unlink()
+    args = [*TINY_IMGTXT, "--steps", "1", "--datapath", str(data), "--out", str(tmp_path / "o")]
+    with pytest.raises(ValueError, match=r"train/latents_text\.csv"):
+        train(args)
+
+
+def test_mismatched_rows_are_named(train, corpus, tmp_path):
+    data = _copy_corpus(corpus, tmp_path / "data")
+    captions = data / "train" / "text" / "text_raw.txt"
+    captions.write_text("\n".join(captions.read_text().splitlines()[:-1]) + "\n")
+    args = [*TINY_IMGTXT, "--steps", "1", "--datapath", str(data), "--out", str(tmp_path / "o")]
+    with pytest.raises(ValueError, match=r"text_raw\.txt has 23 captions"):
+        train(args)
+
+
+def test_missing_data_directory_is_named(train, tmp_path):
+    args = [*TINY_IMGTXT, "--steps", "1", "--datapath", str(tmp_path / "nope"),
+            "--out", str(tmp_path / "o")]  # fmt: skip
+    with pytest.raises(FileNotFoundError, match="nope"):
+        train(args)
+
+
+def test_caption_longer_than_the_model_is_named(imgtxt_run, corpus, evaluate, tmp_path):
+    out, _ = imgtxt_run
+    data = _copy_corpus(corpus, tmp_path / "data")
+    captions = data / "test" / "text" / "text_raw.txt"
+    lines = captions.read_text().splitlines()
+    lines[5] = lines[5] + " and then some more words than the encoder was built for" * 3
+    captions.write_text("\n".join(lines) + "\n")
+    args = ["--run", str(out), "--datapath", str(data), "--threads", "1", "--device", "cpu"]
+    with pytest.raises(ValueError, match=r"test.*caption row 5"):
+        evaluate([*args, "--out", str(tmp_path / "e")])
