@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+from app_scripts import load_app_script
 
 APP = Path(__file__).resolve().parents[1] / "apps" / "ghm"
 TINY = [
@@ -19,12 +19,7 @@ TINY = [
 
 
 def _load(name: str):
-    sys.path.insert(0, str(APP))
-    spec = importlib.util.spec_from_file_location(f"ghm_app_{name}", APP / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve annotations through sys.modules
-    spec.loader.exec_module(module)
-    return module
+    return load_app_script("ghm", name)
 
 
 @pytest.fixture(scope="module")

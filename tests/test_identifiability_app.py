@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from app_scripts import load_app_script
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -27,12 +26,7 @@ TINY_IMGTXT = [
 
 
 def _load(name: str):
-    sys.path.insert(0, str(APP))
-    spec = importlib.util.spec_from_file_location(f"identifiability_app_{name}", APP / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve annotations through sys.modules
-    spec.loader.exec_module(module)
-    return module
+    return load_app_script("identifiability", name)
 
 
 def _rows(path: Path) -> list[dict[str, str]]:

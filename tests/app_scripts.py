@@ -1,0 +1,27 @@
+"""Load an app's script (apps/<app>/<name>.py) as a module, for the app end-to-end tests.
+
+Apps are scripts, not packages: their folder goes on sys.path (for sibling imports such as
+ghm_tasks) and each module is registered in sys.modules under a unique name, because
+dataclasses resolve annotations through sys.modules.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
+APPS = Path(__file__).resolve().parents[1] / "apps"
+
+
+def load_app_script(app: str, name: str) -> ModuleType:
+    """apps/<app>/<name>.py as a fresh module named ``<app>_app_<name>``."""
+    folder = APPS / app
+    if str(folder) not in sys.path:
+        sys.path.insert(0, str(folder))
+    spec = importlib.util.spec_from_file_location(f"{app}_app_{name}", folder / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
