@@ -84,6 +84,15 @@ class Clock:
         self.cpu = time.process_time() - self.c
 
 
+def timed_r2(zf, yf, zs, ys, fit):
+    """Standardise on zf, fit every scaled target with `fit(y, a, b) -> prediction on b`,
+    score R^2 on zs; the whole of it timed. Returns (r2, clock)."""
+    with Clock() as clock:
+        a, b = standardize(zf, zs)
+        pred = fit_predict_scaled_targets(fit, a, yf, b)
+    return r2(ys, pred), clock
+
+
 def run_scalable(zf, yf, zs, ys, components: int, seed: int):
     info = {}
 
@@ -92,10 +101,7 @@ def run_scalable(zf, yf, zs, ys, components: int, seed: int):
         info.update(found)
         return pred
 
-    with Clock() as clock:
-        a, b = standardize(zf, zs)
-        pred = fit_predict_scaled_targets(fit, a, yf, b)
-    return r2(ys, pred), clock, info
+    return (*timed_r2(zf, yf, zs, ys, fit), info)
 
 
 def run_exact_grid(zf, yf, zs, ys):
@@ -106,10 +112,7 @@ def run_exact_grid(zf, yf, zs, ys):
         info.update(found)
         return pred
 
-    with Clock() as clock:
-        a, b = standardize(zf, zs)
-        pred = fit_predict_scaled_targets(fit, a, yf, b)
-    return r2(ys, pred), clock, info
+    return (*timed_r2(zf, yf, zs, ys, fit), info)
 
 
 def run_exact_single(zf, yf, zs, ys, alpha: float, gamma: float):
@@ -118,10 +121,7 @@ def run_exact_single(zf, yf, zs, ys, alpha: float, gamma: float):
     def fit(y, a, b):
         return KernelRidge(kernel="rbf", alpha=alpha, gamma=gamma).fit(a, y).predict(b)
 
-    with Clock() as clock:
-        a, b = standardize(zf, zs)
-        pred = fit_predict_scaled_targets(fit, a, yf, b)
-    return r2(ys, pred), clock
+    return timed_r2(zf, yf, zs, ys, fit)
 
 
 def fmt_t(clock) -> str:
