@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import json
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -103,6 +104,13 @@ def model_clip_risk(model, ghm, n: int, batch: int, k: int, generator) -> float:
     return total / n
 
 
+def replaying(gen: torch.Generator) -> Callable[[], torch.Generator]:
+    """Draw one seed from `gen`; each call of the result is a fresh generator on that seed,
+    so estimators given one each see the same samples (common random numbers)."""
+    seed = int(torch.randint(2**62, (), generator=gen, device=gen.device))
+    return lambda: torch.Generator(device=gen.device).manual_seed(seed)
+
+
 @torch.no_grad()
 def zero_shot_risks(model, ghm, m_values, n: int, batch: int, generator) -> dict[int, float]:
     """Zero-shot CE of the learned classifier (ghm.md section 5) for each M."""
@@ -185,15 +193,11 @@ def main(argv: list[str] | None = None) -> dict:
         ghm = build_ghm(train_cfg, device)
     if cfg.zero_shot:
         # the learned classifier and Bayes are scored on the same images (one draw of n)
-        seed = int(torch.randint(2**62, (), generator=gen, device=gen.device))
+        same_samples = replaying(gen)
         risks = zero_shot_risks(
-            model, ghm, cfg.m_values, cfg.samples, cfg.batch_size,
-            torch.Generator(device=gen.device).manual_seed(seed),
-        )  # fmt: skip
-        bayes = bayes_risk_samples(
-            ghm, "zsc", cfg.samples, cfg.samples,
-            torch.Generator(device=gen.device).manual_seed(seed),
-        )  # fmt: skip
+            model, ghm, cfg.m_values, cfg.samples, cfg.batch_size, same_samples()
+        )
+        bayes = bayes_risk_samples(ghm, "zsc", cfg.samples, cfg.samples, same_samples())
         a, b = fit_inverse_m(list(risks), list(risks.values()))
         bayes_zsc = float(bayes.double().mean())
         rows = [{"M": m, "risk": r, "bayes_risk": bayes_zsc} for m, r in risks.items()]
@@ -215,11 +219,7 @@ def main(argv: list[str] | None = None) -> dict:
             shifted = ghm.with_p(p_test)
             # common random numbers: the learned model, exact BP and misspecified BP are
             # scored on the same samples (so at the training p misspecified == Bayes exactly)
-            seed = int(torch.randint(2**62, (), generator=gen, device=gen.device))
-
-            def same_samples(seed: int = seed) -> torch.Generator:
-                return torch.Generator(device=gen.device).manual_seed(seed)
-
+            same_samples = replaying(gen)
             learned = model_clip_risk(
                 model, shifted, cfg.samples, cfg.batch_size, k, same_samples()
             )
