@@ -185,6 +185,58 @@ def test_eval_zero_shot_and_ood_on_a_clip_run(clip_run, tmp_path):
     assert (tmp_path / "ood_excess_risk.png").stat().st_size > 0
 
 
+def test_model_clip_losses_average_to_the_training_loss(clip_run):
+    """Per-sample losses (both directions summed) average to mm_losses' ghm_clip on one
+    batch: the reference is the training loss itself."""
+    import mm_losses
+
+    eval_script = _load("eval")
+    cfg, model = eval_script.load_clip_run(clip_run[0], torch.device("cpu"))
+    ghm = eval_script.build_ghm(cfg, torch.device("cpu"))
+    per_sample = eval_script.model_clip_losses(
+        model, ghm, 24, 24, 4, torch.Generator().manual_seed(3)
+    )
+    batch = eval_script.sample_clip(ghm, 24, torch.Generator().manual_seed(3), k=4)
+    with torch.no_grad():
+        f_text, f_image = model(batch.text, batch.image)
+        reference = mm_losses.build("ghm_clip", num_negatives=4)(f_image, f_text)
+    assert per_sample.shape == (24,)
+    torch.testing.assert_close(per_sample.mean().float(), reference, rtol=1e-5, atol=1e-6)
+
+
+def test_eval_compare_scores_runs_on_the_same_samples(train, clip_run, tmp_path):
+    evaluate = _load("eval").main
+    base, _ = clip_run
+    shallow = tmp_path / "shallow"
+    train([*TINY, "--variant", "shallow", "--steps", "4", "--out", str(shallow)])
+    args = ["--run", str(base), "--compare", str(shallow), "--samples", "64", "--device", "cpu"]
+    summary = evaluate([*args, "--out", str(tmp_path / "cmp")])
+    assert summary["compare0_minus_run"] == 0.0 and summary["compare0_minus_run_stderr"] == 0.0
+    assert summary["compare1_minus_run"] != 0.0 and summary["compare1_minus_run_stderr"] > 0
+    assert summary["compare0_excess_risk"] == pytest.approx(
+        summary["compare0_risk"] - summary["compare_bayes_risk"]
+    )
+    again = evaluate([*args, "--out", str(tmp_path / "cmp2")])
+    assert again == summary  # same seed, same samples
+    rows = (tmp_path / "cmp" / "compare.csv").read_text().splitlines()
+    assert len(rows) == 3 and "shallow" in rows[2]
+    # the run against itself differs by exactly 0 only if both saw the same samples
+    itself = evaluate([*args[:2], "--compare", str(base), *args[4:], "--out", str(tmp_path / "c3")])
+    assert (
+        itself["compare1_minus_run"] == 0.0 and itself["compare1_risk"] == summary["compare0_risk"]
+    )
+
+
+def test_eval_compare_rejects_a_run_of_another_tree(train, clip_run, tmp_path):
+    other = tmp_path / "other"
+    train([*TINY, "--p", "0.3", "--steps", "2", "--out", str(other)])
+    with pytest.raises(ValueError, match=r"config.json: p=0.3, but --run .* has p=0.2"):
+        _load("eval").main(
+            ["--run", str(clip_run[0]), "--compare", str(other), "--samples", "16",
+             "--device", "cpu", "--out", str(tmp_path / "cmp")]
+        )  # fmt: skip
+
+
 def test_figure2_script_sweeps_p_and_plots(tmp_path):
     """experiments/ghm/figure2.py end to end on a tiny tree: one run per (variant, p), a
     zero-shot row per clip run, the CSV matches the runs' summaries, and a rerun reuses them."""

@@ -4,6 +4,9 @@
     uv run apps/ghm/eval.py --run runs/ghm --zero-shot --out DIR     # risk vs M, A/M + B fit
     uv run apps/ghm/eval.py --run runs/ghm --ood --out DIR           # test p sweep vs Bayes
                                                                      # and misspecified BP
+    uv run apps/ghm/eval.py --run runs/ghm --compare runs/ghm-shallow --out DIR
+        # CLIP risk of several runs of one tree and Bayes on the same samples, with the
+        # paired difference to --run and its standard error
 
 Writes DIR/summary.json (flat keys), CSV tables and PNG plots.
 """
@@ -26,7 +29,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from ghm_tasks import GHMAppConfig, build_ghm, build_model
 
-import mm_losses
 from mm_data.ghm import (
     bayes_risk_samples,
     sample_clip,
@@ -35,6 +37,7 @@ from mm_data.ghm import (
     standard_error,
     zero_shot_logits,
 )
+from mm_losses import ghm_clip_pairs
 from mm_train import (
     atomic_write_json,
     load_model_weights,
@@ -54,6 +57,10 @@ class EvalConfig:
     run: str = field(default="", metadata={"help": "a clip run directory (for --zero-shot/--ood)"})
     zero_shot: bool = field(default=False, metadata={"help": "zero-shot risk vs M of --run"})
     ood: bool = field(default=False, metadata={"help": "OOD sweep over --p-values of --run"})
+    compare: tuple[str, ...] = field(
+        default=(),
+        metadata={"help": "clip runs of --run's tree to score against it on the same samples"},
+    )
     task: Literal["clip", "zsc", "dns", "nwp"] = field(
         default="clip", metadata={"help": "Bayes task"}
     )
@@ -91,17 +98,26 @@ def load_clip_run(run: Path, device: torch.device) -> tuple[GHMAppConfig, torch.
 
 
 @torch.no_grad()
-def model_clip_risk(model, ghm, n: int, batch: int, k: int, generator) -> float:
-    """Mean K-negative CLIP loss of the trained model on fresh samples of `ghm`."""
-    loss = mm_losses.build("ghm_clip", num_negatives=k)
-    total, done = 0.0, 0
-    while done < n:
-        b = min(batch, n - done)
+def model_clip_losses(model, ghm, n: int, batch: int, k: int, generator) -> torch.Tensor:
+    """Per-sample K-negative CLIP loss [n] (both directions summed, as in training) of the
+    trained model on fresh samples of `ghm`."""
+    losses = []
+    while sum(map(len, losses)) < n:
+        b = min(batch, n - sum(map(len, losses)))
         data = sample_clip(ghm, b, generator, k=k)
         f_text, f_image = model(data.text, data.image)
-        total += float(loss(f_image, f_text)) * b
-        done += b
-    return total / n
+        image_1, text_1, image_2, text_2 = ghm_clip_pairs(b, k, f_text.device)
+        per_sample = torch.zeros(b, dtype=torch.float64, device=f_text.device)
+        for image_rows, text_rows in ((image_1, text_1), (image_2, text_2)):
+            logits = (f_image[image_rows] * f_text[text_rows]).sum(-1).double()  # [b, K]
+            per_sample += logits.logsumexp(dim=1) - logits[:, 0]
+        losses.append(per_sample)
+    return torch.cat(losses)
+
+
+def model_clip_risk(model, ghm, n: int, batch: int, k: int, generator) -> float:
+    """Mean K-negative CLIP loss of the trained model on fresh samples of `ghm`."""
+    return float(model_clip_losses(model, ghm, n, batch, k, generator).mean())
 
 
 def replaying(gen: torch.Generator) -> Callable[[], torch.Generator]:
@@ -158,12 +174,59 @@ def plot(path: Path, x, series: dict[str, list[float]], xlabel: str, ylabel: str
     plt.close(fig)
 
 
+TREE_FIELDS = ("n_layer", "n_child", "vocab", "p", "tree_seed", "num_negatives")
+
+
+def compare_runs(cfg: EvalConfig, train_cfg, model, ghm, gen, out: Path) -> dict:
+    """Score --run, every --compare run and Bayes on the same fresh samples; the paired
+    difference (run - --run) has a far smaller standard error than two separate risks."""
+    same_samples = replaying(gen)
+    k = train_cfg.num_negatives
+    base = model_clip_losses(model, ghm, cfg.samples, cfg.batch_size, k, same_samples())
+    bayes = bayes_risk_samples(ghm, "clip", cfg.samples, cfg.batch_size, same_samples(), k=k)
+    bayes_mean = float(bayes.double().mean())
+    runs = [(Path(cfg.run), train_cfg, base)]
+    for other in map(Path, cfg.compare):
+        other_cfg, other_model = load_clip_run(other, base.device)
+        for name in TREE_FIELDS:
+            if getattr(other_cfg, name) != getattr(train_cfg, name):
+                raise ValueError(
+                    f"{other / 'config.json'}: {name}={getattr(other_cfg, name)}, but --run "
+                    f"{cfg.run} has {name}={getattr(train_cfg, name)}; compare runs of one tree"
+                )
+        losses = model_clip_losses(other_model, ghm, cfg.samples, cfg.batch_size, k, same_samples())
+        runs.append((other, other_cfg, losses))
+    rows = []
+    for path, run_cfg, losses in runs:
+        diff = losses - base
+        rows.append(
+            {"run": str(path), "variant": run_cfg.variant, "depth": run_cfg.depth,
+             "risk": float(losses.mean()), "bayes_risk": bayes_mean,
+             "excess_risk": float(losses.mean()) - bayes_mean,
+             "relative_excess_risk": (float(losses.mean()) - bayes_mean) / bayes_mean,
+             "minus_run": float(diff.mean()), "minus_run_stderr": standard_error(diff)}
+        )  # fmt: skip
+        print(
+            f"{path} ({run_cfg.variant}): risk {rows[-1]['risk']:.4f}, excess "
+            f"{rows[-1]['excess_risk']:.4f} ({100 * rows[-1]['relative_excess_risk']:.1f}%), "
+            f"minus --run {rows[-1]['minus_run']:+.4f} +- {rows[-1]['minus_run_stderr']:.4f}"
+        )
+    write_csv(out / "compare.csv", rows)
+    summary = {"compare_bayes_risk": bayes_mean}
+    for i, row in enumerate(rows):
+        summary |= {f"compare{i}_{key}": row[key] for key in ("risk", "excess_risk", "minus_run")}
+        summary[f"compare{i}_minus_run_stderr"] = row["minus_run_stderr"]
+    return summary
+
+
 def main(argv: list[str] | None = None) -> dict:
     cfg = parse_config(EvalConfig, argv, preset_dir=HERE / "presets" / "eval", description=__doc__)
-    if not (cfg.bayes or cfg.zero_shot or cfg.ood):
-        raise SystemExit("eval.py: nothing to do; pass --bayes, --zero-shot or --ood")
-    if (cfg.zero_shot or cfg.ood) and not cfg.run:
-        raise SystemExit("eval.py: --zero-shot and --ood evaluate a trained run; pass --run DIR")
+    if not (cfg.bayes or cfg.zero_shot or cfg.ood or cfg.compare):
+        raise SystemExit("eval.py: nothing to do; pass --bayes, --zero-shot, --ood or --compare")
+    if (cfg.zero_shot or cfg.ood or cfg.compare) and not cfg.run:
+        raise SystemExit(
+            "eval.py: --zero-shot, --ood and --compare evaluate a trained run; pass --run DIR"
+        )
     device = resolve_device(cfg.device)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -188,9 +251,11 @@ def main(argv: list[str] | None = None) -> dict:
         }
         print(f"Bayes {cfg.task} risk at p={cfg.p}: {summary['bayes_risk']:.4f}")
 
-    if cfg.zero_shot or cfg.ood:
+    if cfg.zero_shot or cfg.ood or cfg.compare:
         train_cfg, model = load_clip_run(Path(cfg.run), device)
         ghm = build_ghm(train_cfg, device)
+    if cfg.compare:
+        summary |= compare_runs(cfg, train_cfg, model, ghm, gen, out)
     if cfg.zero_shot:
         # the learned classifier and Bayes are scored on the same images (one draw of n)
         same_samples = replaying(gen)

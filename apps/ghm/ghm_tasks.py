@@ -58,6 +58,10 @@ class GHMAppConfig:
         metadata={"help": "transformer blocks; 0 = the paper's depth for task and variant"},
     )
     n_head: int = field(default=1, metadata={"help": "attention heads"})
+    embed_std: float = field(
+        default=1.0,
+        metadata={"help": "init std of token/position embeddings (0.02 = nanoGPT's; slower)"},
+    )
     guided_lambda: float = field(
         default=0.0,
         metadata={"help": "weight of the guided penalty (variant guided); 0 = paper value"},
@@ -128,7 +132,7 @@ def build_ghm(cfg: GHMAppConfig, device: torch.device) -> JointGHM:
 
 def build_model(cfg: GHMAppConfig) -> nn.Module:
     """The task's transformer (paper width/depth unless d_model/depth override them)."""
-    overrides = {"attention": cfg.attention, "n_head": cfg.n_head}
+    overrides = {"attention": cfg.attention, "n_head": cfg.n_head, "embed_std": cfg.embed_std}
     if cfg.d_model > 0:
         overrides["d_model"] = cfg.d_model
     if cfg.variant == "shallow":

@@ -84,3 +84,24 @@ def test_bad_tokens_raise():
     model = GHMClipModel(GHMClipConfig(**TINY))
     with pytest.raises(ValueError, match="batch size"):
         model(tokens(batch=5), tokens(batch=4))
+
+
+@pytest.mark.parametrize("embed_std", [0.02, 1.0])
+def test_embeddings_start_at_embed_std_and_linears_at_nanogpt_scale(embed_std):
+    """Token and position embeddings are drawn with std embed_std; the Linear weights keep
+    nanoGPT's 0.02 whatever embed_std is."""
+    torch.manual_seed(0)
+    cfg = GHMClipConfig(vocab=50, n_leaves=40, embed_dim=3, d_model=64, n_layer=2)
+    cfg.embed_std = embed_std
+    enc = GHMClipEncoder(cfg)
+    for tensor in (enc.tok_emb.weight, enc.pos_emb):
+        assert abs(tensor.std().item() - embed_std) < 0.1 * embed_std
+        assert abs(tensor.mean().item()) < 0.1 * embed_std
+    fc = enc.transformer.blocks[0].mlp.fc.weight
+    assert abs(fc.std().item() - 0.02) < 0.002
+
+
+@pytest.mark.parametrize("bad", [0.0, -1.0, float("nan")])
+def test_non_positive_embed_std_is_rejected(bad):
+    with pytest.raises(ValueError, match="embed_std must be > 0"):
+        GHMClipEncoder(GHMClipConfig(**TINY, embed_std=bad))

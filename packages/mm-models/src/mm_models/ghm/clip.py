@@ -50,8 +50,9 @@ class GHMClipEncoder(nn.Module):
         self.transformer = GHMTransformer(config)
         self.token_head = nn.Linear(config.d_model, config.embed_dim)
         self.position_head = nn.Linear(config.n_leaves, 1)
-        init_ghm_weights(self, config.n_layer)
-        nn.init.normal_(self.pos_emb, std=0.02)
+        init_ghm_weights(
+            self, config.n_layer, embed_std=config.embed_std, positions=(self.pos_emb,)
+        )
         nn.init.constant_(self.position_head.weight, 1.0 / config.n_leaves)
 
     def forward(

@@ -87,9 +87,12 @@ class GHMConditionalDenoiser(nn.Module):
         self.image_pos_emb = nn.Parameter(torch.zeros(n, d))
         self.transformer = GHMTransformer(config)
         self.head = nn.Linear(d, 1)
-        init_ghm_weights(self, config.n_layer)
-        nn.init.normal_(self.text_pos_emb, std=0.02)
-        nn.init.normal_(self.image_pos_emb, std=0.02)
+        init_ghm_weights(
+            self,
+            config.n_layer,
+            embed_std=config.embed_std,
+            positions=(self.text_pos_emb, self.image_pos_emb),
+        )
 
     @property
     def text_slice(self) -> slice:

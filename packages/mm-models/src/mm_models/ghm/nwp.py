@@ -82,8 +82,9 @@ class GHMNextWordModel(nn.Module):
         self.register_buffer(
             "attn_mask", prefix_lm_mask(self.n_image_tokens, self.n_text_tokens), persistent=False
         )
-        init_ghm_weights(self, config.n_layer)
-        nn.init.normal_(self.pos_emb, std=0.02)
+        init_ghm_weights(
+            self, config.n_layer, embed_std=config.embed_std, positions=(self.pos_emb,)
+        )
 
     @property
     def image_slice(self) -> slice:
