@@ -1,4 +1,5 @@
-"""Load an app's script (apps/<app>/<name>.py) as a module, for the app end-to-end tests.
+"""Load an app's script (apps/<app>/<name>.py) or an experiment script
+(experiments/<app>/<name>.py) as a module, for the app end-to-end tests.
 
 Apps are scripts, not packages: their folder goes on sys.path (for sibling imports such as
 ghm_tasks) and each module is registered in sys.modules under a unique name, because
@@ -12,15 +13,19 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
-APPS = Path(__file__).resolve().parents[1] / "apps"
+ROOT = Path(__file__).resolve().parents[1]
+APPS = ROOT / "apps"
 
 
-def load_app_script(app: str, name: str) -> ModuleType:
-    """apps/<app>/<name>.py as a fresh module named ``<app>_app_<name>``."""
-    folder = APPS / app
+def load_app_script(app: str, name: str, kind: str = "app") -> ModuleType:
+    """apps/<app>/<name>.py (kind "app") or experiments/<app>/<name>.py (kind
+    "experiment") as a fresh module named ``<app>_<kind>_<name>``."""
+    if kind not in ("app", "experiment"):
+        raise ValueError(f"kind must be 'app' or 'experiment', got {kind!r}")
+    folder = (APPS if kind == "app" else ROOT / "experiments") / app
     if str(folder) not in sys.path:
         sys.path.insert(0, str(folder))
-    spec = importlib.util.spec_from_file_location(f"{app}_app_{name}", folder / f"{name}.py")
+    spec = importlib.util.spec_from_file_location(f"{app}_{kind}_{name}", folder / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)
