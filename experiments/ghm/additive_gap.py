@@ -25,7 +25,7 @@ from mm_data.ghm import GHM, GHMConfig, JointGHM, sample_clip
 from mm_data.ghm.bayes import bayes_clip_losses, k_negative_clip_losses
 from mm_data.ghm.belief_propagation import clip_log_score
 
-ALPHAS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+ALPHAS = (0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 
 
 def leaf_given_root(ghm: GHM) -> torch.Tensor:
