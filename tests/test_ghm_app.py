@@ -94,7 +94,8 @@ def test_sequential_task_needs_a_clip_run(train, tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("flag", "value", "field"), [("--p", "1.5", "p"), ("--n-child", "0", "n_child")]
+    ("flag", "value", "field"),
+    [("--p", "1.5", "p"), ("--n-child", "0", "n_child"), ("--embed-std", "0", "embed_std")],
 )
 def test_bad_tree_values_are_rejected(train, tmp_path, flag, value, field):
     args = [*TINY, "--steps", "2", "--out", str(tmp_path), flag, value]  # the last flag wins
