@@ -31,13 +31,14 @@ from ghm_tasks import GHMAppConfig, build_ghm, build_model
 
 from mm_data.ghm import (
     bayes_risk_samples,
+    k_negative_clip_losses,
     sample_clip,
     sample_zero_shot,
     sample_zero_shot_prompts,
     standard_error,
     zero_shot_logits,
 )
-from mm_losses import ghm_clip_pairs
+from mm_losses import ghm_clip_logits
 from mm_train import (
     atomic_write_json,
     load_model_weights,
@@ -102,16 +103,11 @@ def model_clip_losses(model, ghm, n: int, batch: int, k: int, generator) -> torc
     """Per-sample K-negative CLIP loss [n] (both directions summed, as in training) of the
     trained model on fresh samples of `ghm`."""
     losses = []
-    while sum(map(len, losses)) < n:
-        b = min(batch, n - sum(map(len, losses)))
-        data = sample_clip(ghm, b, generator, k=k)
+    for start in range(0, n, batch):
+        data = sample_clip(ghm, min(batch, n - start), generator, k=k)
         f_text, f_image = model(data.text, data.image)
-        image_1, text_1, image_2, text_2 = ghm_clip_pairs(b, k, f_text.device)
-        per_sample = torch.zeros(b, dtype=torch.float64, device=f_text.device)
-        for image_rows, text_rows in ((image_1, text_1), (image_2, text_2)):
-            logits = (f_image[image_rows] * f_text[text_rows]).sum(-1).double()  # [b, K]
-            per_sample += logits.logsumexp(dim=1) - logits[:, 0]
-        losses.append(per_sample)
+        logits = ghm_clip_logits(f_image.double(), f_text.double(), k)
+        losses.append(k_negative_clip_losses(*logits))
     return torch.cat(losses)
 
 
@@ -198,12 +194,11 @@ def compare_runs(cfg: EvalConfig, train_cfg, model, ghm, gen, out: Path) -> dict
         runs.append((other, other_cfg, losses))
     rows = []
     for path, run_cfg, losses in runs:
-        diff = losses - base
+        diff, risk = losses - base, float(losses.mean())
         rows.append(
             {"run": str(path), "variant": run_cfg.variant, "depth": run_cfg.depth,
-             "risk": float(losses.mean()), "bayes_risk": bayes_mean,
-             "excess_risk": float(losses.mean()) - bayes_mean,
-             "relative_excess_risk": (float(losses.mean()) - bayes_mean) / bayes_mean,
+             "risk": risk, "bayes_risk": bayes_mean, "excess_risk": risk - bayes_mean,
+             "relative_excess_risk": (risk - bayes_mean) / bayes_mean,
              "minus_run": float(diff.mean()), "minus_run_stderr": standard_error(diff)}
         )  # fmt: skip
         print(

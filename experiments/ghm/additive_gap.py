@@ -21,9 +21,15 @@ from pathlib import Path
 
 import torch
 
-from mm_data.ghm import GHM, GHMConfig, JointGHM, sample_clip
-from mm_data.ghm.bayes import bayes_clip_losses, k_negative_clip_losses
-from mm_data.ghm.belief_propagation import clip_log_score
+from mm_data.ghm import (
+    GHM,
+    GHMConfig,
+    JointGHM,
+    bayes_clip_losses,
+    clip_logits_from_root_posteriors,
+    k_negative_clip_losses,
+    sample_clip,
+)
 
 ALPHAS = (0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 
@@ -55,15 +61,13 @@ def additive_log_posterior(ghm: GHM, leaves: torch.Tensor, alpha: float) -> torc
 
 def additive_clip_losses(joint: JointGHM, batch, alpha: float) -> torch.Tensor:
     """Per-sample CLIP loss [B] with logits log S built from the additive posteriors."""
-    v, k, b = joint.config.vocab, batch.k, batch.batch_size
-    lt = additive_log_posterior(joint.text, batch.text, alpha).view(v, k + 1, b)
-    li = additive_log_posterior(joint.image, batch.image, alpha).view(v, k + 1, b)
-    texts = torch.cat([lt[:, :1], lt[:, 2:]], dim=1)
-    images = torch.cat([li[:, 1:2], li[:, 2:]], dim=1)
-    prior = joint.log_prior.double()
-    logits_image_anchor = clip_log_score(texts, li[:, :1], prior, dim=0).T
-    logits_text_anchor = clip_log_score(lt[:, 1:2], images, prior, dim=0).T
-    return k_negative_clip_losses(logits_image_anchor, logits_text_anchor)
+    logits = clip_logits_from_root_posteriors(
+        additive_log_posterior(joint.text, batch.text, alpha),
+        additive_log_posterior(joint.image, batch.image, alpha),
+        joint.log_prior.double(),
+        batch,
+    )
+    return k_negative_clip_losses(*logits)
 
 
 def gap(n_layer: int, n_child: int, vocab: int, p: float, samples: int, tree_seed: int, k: int):

@@ -12,7 +12,7 @@ from mm_losses.distributed import (
     raise_if_any_rank_failed,
     rank_and_world,
 )
-from mm_losses.ghm import ghm_clip_from_logits, ghm_clip_pairs
+from mm_losses.ghm import ghm_clip_from_logits, ghm_clip_logits, ghm_clip_pairs
 from mm_losses.registry import available, build, get, register
 
 # Importing the loss modules registers their losses.
@@ -30,6 +30,7 @@ __all__ = [
     "check_index",
     "get",
     "ghm_clip_from_logits",
+    "ghm_clip_logits",
     "ghm_clip_pairs",
     "raise_if_any_rank_failed",
     "rank_and_world",

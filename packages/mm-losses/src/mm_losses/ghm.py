@@ -37,6 +37,18 @@ def ghm_clip_pairs(batch: int, num_negatives: int, device=None) -> tuple[torch.T
     return image_1, text_1, image_2, text_2
 
 
+def ghm_clip_logits(
+    image_features: torch.Tensor, text_features: torch.Tensor, num_negatives: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits <f_t, f_i> [B, K] of the scored pairs of both directions (positive in column 0)
+    for features of B(K+1) rows laid out as in this module's docstring."""
+    batch = image_features.shape[0] // (num_negatives + 1)
+    image_1, text_1, image_2, text_2 = ghm_clip_pairs(batch, num_negatives, image_features.device)
+    logits_1 = (image_features[image_1] * text_features[text_1]).sum(-1)
+    logits_2 = (image_features[image_2] * text_features[text_2]).sum(-1)
+    return logits_1, logits_2
+
+
 def ghm_clip_from_logits(logits_1: torch.Tensor, logits_2: torch.Tensor) -> torch.Tensor:
     """GHM CLIP loss (ghm.md Sec. 4): sum over directions of mean_i -log softmax(logits_i)[0].
 
@@ -91,12 +103,8 @@ class GHMClipLoss(ContrastiveLoss):
         except ValueError as err:
             error = err
         raise_if_any_rank_failed(error, [image_features.shape] if error is None else [])
-        batch = image_features.shape[0] // self.batch_multiple
-        image_1, text_1, image_2, text_2 = ghm_clip_pairs(
-            batch, self.num_negatives, image_features.device
-        )
         dtype = working_dtype(image_features)
-        f_i, f_t = image_features.to(dtype), text_features.to(dtype)
-        logits_1 = (f_i[image_1] * f_t[text_1]).sum(-1)  # <f_t, f_i> of the scored pairs
-        logits_2 = (f_i[image_2] * f_t[text_2]).sum(-1)
-        return ghm_clip_from_logits(logits_1, logits_2)
+        logits = ghm_clip_logits(
+            image_features.to(dtype), text_features.to(dtype), self.num_negatives
+        )
+        return ghm_clip_from_logits(*logits)

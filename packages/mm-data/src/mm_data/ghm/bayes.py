@@ -51,13 +51,30 @@ def _check_task(task: str) -> None:
 def bayes_clip_logits(bp: JointGHM, batch: ClipBatch) -> tuple[torch.Tensor, torch.Tensor]:
     """Bayes CLIP logits ``log S`` ``[B, k]`` for direction 1 (image anchors of block 0) and
     direction 2 (text anchors of block 1); column 0 is the matched pair."""
-    b, k, v = batch.batch_size, batch.k, bp.config.vocab
-    lt = _root_posterior(bp.text, batch.text).view(v, k + 1, b)
-    li = _root_posterior(bp.image, batch.image).view(v, k + 1, b)
+    return clip_logits_from_root_posteriors(
+        _root_posterior(bp.text, batch.text),
+        _root_posterior(bp.image, batch.image),
+        bp.log_prior,
+        batch,
+    )
+
+
+def clip_logits_from_root_posteriors(
+    log_post_text: torch.Tensor,
+    log_post_image: torch.Tensor,
+    log_prior: torch.Tensor,
+    batch: ClipBatch,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """CLIP logits ``log S`` ``[B, k]`` of both directions (as :func:`bayes_clip_logits`) from
+    any root log-posteriors ``[V, B(k+1)]`` of the batch's text and image trees (exact BP,
+    misspecified BP, or an approximation)."""
+    b, k, v = batch.batch_size, batch.k, log_prior.numel()
+    lt = log_post_text.view(v, k + 1, b)
+    li = log_post_image.view(v, k + 1, b)
     texts = torch.cat([lt[:, :1], lt[:, 2:]], dim=1)  # matched text, then the k-1 negatives
     images = torch.cat([li[:, 1:2], li[:, 2:]], dim=1)
-    logits_image_anchor = clip_log_score(texts, li[:, :1], bp.log_prior, dim=0).T
-    logits_text_anchor = clip_log_score(lt[:, 1:2], images, bp.log_prior, dim=0).T
+    logits_image_anchor = clip_log_score(texts, li[:, :1], log_prior, dim=0).T
+    logits_text_anchor = clip_log_score(lt[:, 1:2], images, log_prior, dim=0).T
     return logits_image_anchor, logits_text_anchor
 
 
