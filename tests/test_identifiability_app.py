@@ -181,6 +181,19 @@ def test_bad_values_are_rejected(train, tmp_path):
         train([*TINY_MLP, "--steps", "2", "--style-change-prob", "1.5", "--out", str(tmp_path)])
     with pytest.raises(ValueError, match="batch_size"):
         train([*TINY_MLP, "--steps", "2", "--batch-size", "0", "--out", str(tmp_path)])
+    with pytest.raises(ValueError, match="equal_covariances needs statistical_dependence"):
+        train([*TINY_MLP, "--steps", "2", "--equal-covariances", "--out", str(tmp_path)])
+
+
+def test_equal_covariances_round_trip_through_the_saved_mixing(train, tmp_path):
+    from mm_data.identifiability import LatentModel, load_mixing
+
+    args = [*TINY_MLP, "--steps", "2", "--statistical-dependence", "--equal-covariances"]
+    train([*args, "--out", str(tmp_path)])
+    _, _, latent_cfg = load_mixing(tmp_path / "mixing.pt")
+    assert latent_cfg.statistical_dependence and latent_cfg.equal_covariances
+    model = LatentModel(latent_cfg)  # what eval.py rebuilds: one draw for every block
+    assert torch.equal(model.cov_style, model.cov_style_change)
 
 
 def test_help_lists_every_flag_with_defaults(capsys):
@@ -188,6 +201,7 @@ def test_help_lists_every_flag_with_defaults(capsys):
         _load("train").main(["--help"])
     text = capsys.readouterr().out
     for flag in ("--style-change-prob", "--statistical-dependence", "--content-dependent-style",
+                 "--equal-covariances",
                  "--shared-mixing", "--shared-encoder", "--encoding-size", "--c-param", "--tau",
                  "--clip-grad", "--datapath", "--resume", "--threads"):  # fmt: skip
         assert flag in text, flag

@@ -70,6 +70,13 @@ class IdentifiabilityConfig:
     content_dependent_style: bool = field(
         default=False, metadata={"help": "s <- s + B c + a (causal dependence of style on c)"}
     )
+    equal_covariances: bool = field(
+        default=False,
+        metadata={
+            "help": "with --statistical-dependence: one Wishart draw shared by all blocks "
+            "(the original code's identical seeding) instead of independent draws"
+        },
+    )
     n_mixing_layer: int = field(default=3, metadata={"help": "layers of the mixing MLPs f1, f2"})
     shared_mixing: bool = field(default=False, metadata={"help": "f2 is f1"})
     shared_encoder: bool = field(default=False, metadata={"help": "g2 is g1"})
@@ -170,6 +177,7 @@ def latent_config(cfg: IdentifiabilityConfig) -> LatentConfig:
         c_param=cfg.c_param,
         statistical_dependence=cfg.statistical_dependence,
         content_dependent_style=cfg.content_dependent_style,
+        equal_covariances=cfg.equal_covariances,
         seed=cfg.seed,
     )
 

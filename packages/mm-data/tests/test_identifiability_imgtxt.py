@@ -22,6 +22,7 @@ from mm_data.identifiability import (
     caption_length,
     image_name_width,
     nearest_color,
+    object_mask,
     one_hot,
     render_image,
     tokenize,
@@ -146,6 +147,47 @@ def test_val_split_shares_train_vocabulary_and_length(root, tmp_path):
     path = train.vocab.save(tmp_path / "vocab.json")
     test = Multimodal3DIdent(root, "test", vocab=path, max_len=train.max_len + 3)
     assert test.vocab == train.vocab and test.tokens.shape == (SIZES["test"], train.max_len + 3)
+
+
+POSE = {"object_xpos": 1, "object_ypos": 1, "object_alpharot": 0.0, "object_betarot": 1.0}
+POSE["object_gammarot"] = 0.5  # no shear
+
+
+def test_shapes_stay_distinct_at_32px_under_any_rotation():
+    # Brute force over rotations: no shape is (nearly) a rotated copy of another at 32 px,
+    # so shape is a learnable factor even at the CPU preset's resolution.
+    masks = {k: object_mask({**POSE, "object_shape": k}, 32) for k in range(len(SHAPES))}
+    for i in range(len(SHAPES)):
+        for j in range(len(SHAPES)):
+            if i == j:
+                continue
+            dist = min(
+                np.abs(
+                    masks[i] - object_mask({**POSE, "object_shape": j, "object_alpharot": a}, 32)
+                ).sum()
+                / masks[i].sum()
+                for a in np.arange(72) / 72
+            )
+            assert dist > 0.15, (SHAPES[i], SHAPES[j], dist)
+
+
+def test_object_mask_geometry():
+    ring, crescent = SHAPES.index("ring"), SHAPES.index("crescent")
+    for k in range(len(SHAPES)):
+        mask = object_mask({**POSE, "object_shape": k}, 64)
+        assert mask.min() >= 0.0 and mask.max() <= 1.0
+        hole = k in (ring, crescent)
+        assert mask[30:34, 30:34].mean() == (0.0 if hole else 1.0), SHAPES[k]
+        # only the centre cell is covered, and the area scales with the radius squared
+        assert mask[:, :18].sum() == mask[:, 46:].sum() == mask[:18].sum() == mask[46:].sum() == 0
+        small = object_mask({**POSE, "object_shape": k}, 64, object_radius=0.075)
+        assert mask.sum() / small.sum() == pytest.approx(4.0, rel=0.1), SHAPES[k]
+        # squash (betarot 0) shrinks the object to 3/4 of its height
+        flat = object_mask({**POSE, "object_shape": k, "object_betarot": 0.0}, 64)
+        assert flat.sum() / mask.sum() == pytest.approx(0.75, abs=0.06), SHAPES[k]
+    moved = object_mask({**POSE, "object_shape": 0, "object_xpos": 0, "object_ypos": 2}, 63)
+    rows, cols = np.nonzero(moved)
+    assert cols.max() < 21 and rows.min() >= 42
 
 
 def test_images_differ_with_background_color(root):

@@ -130,6 +130,30 @@ def test_statistical_dependence_covariances_differ_and_match_samples():
     assert LatentModel(LatentConfig()).cov_content is None
 
 
+def test_equal_covariances_share_one_draw_per_size():
+    # The original code seeds every Wishart draw identically: blocks of one size are equal.
+    model = LatentModel(LatentConfig(statistical_dependence=True, equal_covariances=True, seed=3))
+    covs = [model.cov_content, model.cov_style, model.cov_m1, model.cov_m2]
+    covs.append(model.cov_style_change)
+    for cov in covs[1:]:
+        assert torch.equal(cov, covs[0])
+    x = torch.randn(5, 5, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    torch.testing.assert_close(covs[0], x.T @ x)
+    # Blocks of other sizes: the same seed, so the draws differ only by size.
+    odd = LatentModel(
+        LatentConfig(content_n=3, style_n=4, statistical_dependence=True, equal_covariances=True)
+    )
+    x = torch.randn(3, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    torch.testing.assert_close(odd.cov_content, x.T @ x)
+    assert odd.cov_style.shape == odd.cov_style_change.shape == (4, 4)
+    assert torch.equal(odd.cov_style, odd.cov_style_change)
+    # The style change then varies like the style itself in every direction.
+    batch = model.sample(40_000)
+    eps = (batch.s_tilde - batch.s).double()
+    err = (torch.cov(eps.T) - torch.cov(batch.s.double().T)).norm() / covs[0].norm()
+    assert err < 0.06
+
+
 def test_wishart_mean_is_df_times_identity():
     g = torch.Generator().manual_seed(0)
     mean = torch.stack([sample_wishart(4, g) for _ in range(4000)]).mean(0)
@@ -202,6 +226,8 @@ def test_load_errors_name_the_file(tmp_path, mixing):
         ({"c_param": -1.0}, "c_param"),
         ({"c_param": float("nan")}, "c_param"),
         ({"statistical_dependence": "yes"}, "statistical_dependence"),
+        ({"equal_covariances": True}, "equal_covariances needs statistical_dependence"),
+        ({"statistical_dependence": True, "equal_covariances": 1}, "equal_covariances"),
         ({"seed": 1.5}, "seed"),
     ],
 )

@@ -53,6 +53,7 @@ __all__ = [
     "nearest_color",
     "read_captions",
     "read_latents",
+    "object_mask",
     "render_image",
     "sample_latents",
     "write_multimodal3dident",
@@ -60,7 +61,7 @@ __all__ = [
 ]
 
 SPLITS = ("train", "val", "test")
-SHAPES = ("circle", "square", "triangle", "pentagon", "hexagon", "star", "cross")
+SHAPES = ("circle", "square", "triangle", "ring", "cross", "tee", "crescent")
 XPOS_WORDS = ("left", "center", "right")
 YPOS_WORDS = ("top", "mid", "bottom")
 
@@ -229,26 +230,38 @@ def _regular_polygon(k: int, phase: float = 0.0) -> np.ndarray:
     return np.stack([np.sin(angles), -np.cos(angles)], axis=1)
 
 
-def _star() -> np.ndarray:
-    radii = np.where(np.arange(10) % 2 == 0, 1.0, 0.45)
-    return _regular_polygon(10) * radii[:, None]
-
-
-def _cross(w: float = 0.34) -> np.ndarray:
+def _cross(w: float = 0.3) -> np.ndarray:
     quarter = np.array([[-w, -1.0], [w, -1.0], [w, -w]])  # one arm; rotate it four times
     turn = np.array([[0.0, 1.0], [-1.0, 0.0]])
     return np.concatenate([quarter @ np.linalg.matrix_power(turn, k) for k in range(4)])
 
 
-# Unit outlines (radius about 1, y pointing down), in the order of SHAPES.
-_OUTLINES = (
-    _regular_polygon(48),
-    _regular_polygon(4, math.pi / 4) * 1.1,
-    _regular_polygon(3) * 1.15,
-    _regular_polygon(5),
-    _regular_polygon(6),
-    _star() * 1.1,
-    _cross() * 0.95,
+def _tee() -> np.ndarray:
+    return np.array(
+        [
+            [-1.0, -0.9],
+            [1.0, -0.9],
+            [1.0, -0.3],
+            [0.3, -0.3],
+            [0.3, 1.0],
+            [-0.3, 1.0],
+            [-0.3, -0.3],
+            [-1.0, -0.3],
+        ]
+    )
+
+
+# Unit shapes (radius about 1, y pointing down), in the order of SHAPES: each is a list of
+# (outline, fill) polygons drawn in order, fill 1 adding to the object and 0 cutting it away.
+# The seven silhouettes stay distinct at ~10 px (a hole, a bite, arms, corners, curvature).
+_OUTLINES: tuple[tuple[tuple[np.ndarray, int], ...], ...] = (
+    ((_regular_polygon(48), 1),),
+    ((_regular_polygon(4, math.pi / 4) * 1.1, 1),),
+    ((_regular_polygon(3) * 1.15, 1),),
+    ((_regular_polygon(48) * 1.05, 1), (_regular_polygon(48) * 0.55, 0)),
+    ((_cross() * 1.05, 1),),
+    ((_tee() * 0.85, 1),),
+    ((_regular_polygon(48) * 1.05, 1), (_regular_polygon(48) * 0.85 + [0.5, -0.15], 0)),
 )
 
 
@@ -264,24 +277,45 @@ def _pixel_grid(size: int) -> tuple[np.ndarray, np.ndarray]:
     return xx, yy
 
 
-def render_image(z: Mapping[str, float], image_size: int = 64) -> np.ndarray:
-    """Uint8 RGB image [S, S, 3] of one row of image latents (IMAGE_LATENTS keys)."""
+def object_mask(
+    z: Mapping[str, float], image_size: int = 64, object_radius: float = 0.15
+) -> np.ndarray:
+    """Anti-aliased coverage [S, S] in [0, 1] of the object of one row of image latents.
+
+    The shape's polygons are squashed (betarot), sheared (gammarot), rotated (alpharot),
+    scaled to `object_radius` (a fraction of the image side; grid cells are 1/3) and placed
+    at the centre of the (xpos, ypos) cell of the 3x3 grid.
+    """
     size = int(image_size)
-    radius = 0.13  # object radius, as a fraction of the image side (grid cells are 1/3)
+    radius = float(object_radius)
     cx, cy = (int(z["object_xpos"]) + 0.5) / 3, (int(z["object_ypos"]) + 0.5) / 3
-    # Outline: squash (betarot), shear (gammarot), rotate (alpharot), place in its grid cell.
-    pts = _OUTLINES[int(z["object_shape"])] * [1.0, 0.55 + 0.45 * float(z["object_betarot"])]
-    pts = pts + pts[:, 1:] * [0.6 * (float(z["object_gammarot"]) - 0.5), 0.0]
+    squash = [1.0, 0.75 + 0.25 * float(z["object_betarot"])]
+    shear = 0.3 * (float(z["object_gammarot"]) - 0.5)
     angle = 2 * math.pi * float(z["object_alpharot"])
     c, s = math.cos(angle), math.sin(angle)
-    pts = pts @ np.array([[c, s], [-s, c]]) * radius + [cx, cy]
-    # Anti-aliased coverage mask: draw supersampled, then box-downsample.
+    rotate = np.array([[c, s], [-s, c]])
+    # Draw supersampled, then box-downsample.
     ss = max(1, min(4, 256 // size))
     mask_img = Image.new("L", (size * ss, size * ss), 0)
-    ImageDraw.Draw(mask_img).polygon([tuple(p) for p in pts * size * ss], fill=255)
+    draw = ImageDraw.Draw(mask_img)
+    for outline, fill in _OUTLINES[int(z["object_shape"])]:
+        pts = outline * squash
+        pts = pts + pts[:, 1:] * [shear, 0.0]
+        pts = (pts @ rotate * radius + [cx, cy]) * size * ss
+        draw.polygon([tuple(p) for p in pts], fill=255 * fill)
     if ss > 1:
         mask_img = mask_img.reduce(ss)
-    mask = np.asarray(mask_img, dtype=np.float32)[..., None] / 255.0
+    return np.asarray(mask_img, dtype=np.float32) / 255.0
+
+
+def render_image(
+    z: Mapping[str, float], image_size: int = 64, object_radius: float = 0.15
+) -> np.ndarray:
+    """Uint8 RGB image [S, S, 3] of one row of image latents (IMAGE_LATENTS keys)."""
+    size = int(image_size)
+    radius = float(object_radius)
+    cx, cy = (int(z["object_xpos"]) + 0.5) / 3, (int(z["object_ypos"]) + 0.5) / 3
+    mask = object_mask(z, size, radius)[..., None]
     # Spotlight: light from direction spotlight_pos (an angle); a gentle gradient over the
     # background, stronger shading across the object, tinted by the spotlight's hue.
     theta = 2 * math.pi * float(z["spotlight_pos"])

@@ -48,6 +48,9 @@ class LatentConfig:
     c_param: float = 1.0  # standard deviation of the style change eps
     statistical_dependence: bool = False
     content_dependent_style: bool = False
+    # Under statistical_dependence: one Wishart draw per dimension, shared by every block
+    # (the original code's identical seeding), instead of independent draws.
+    equal_covariances: bool = False
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -66,9 +69,14 @@ class LatentConfig:
         c = self.c_param
         if not isinstance(c, int | float) or not math.isfinite(c) or c < 0:
             raise ValueError(f"LatentConfig.c_param must be finite and >= 0, got {c!r}")
-        for name in ("statistical_dependence", "content_dependent_style"):
+        for name in ("statistical_dependence", "content_dependent_style", "equal_covariances"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"LatentConfig.{name} must be a bool, got {getattr(self, name)!r}")
+        if self.equal_covariances and not self.statistical_dependence:
+            raise ValueError(
+                "LatentConfig.equal_covariances needs statistical_dependence=True "
+                "(without it every covariance is the identity)"
+            )
 
     @property
     def view_dim(self) -> int:
@@ -123,7 +131,8 @@ class LatentModel:
     Parameters (all fixed per run, drawn from one generator in this order):
     - under `statistical_dependence`: covariances Sigma_c, Sigma_s, Sigma_m1, Sigma_m2 and
       Sigma_a (style change), each an independent Wishart(df=dim, I) draw (the original code
-      seeds every draw identically, which makes them all equal; here they differ);
+      seeds every draw identically, which makes them all equal; here they differ unless
+      `equal_covariances`, which reproduces that: every block of one size gets the same draw);
       otherwise all identities and the style change is N(0, c_param^2 I);
     - under `content_dependent_style`: B [style_n, content_n] and a [style_n], standard normal.
     """
@@ -138,11 +147,17 @@ class LatentModel:
         self.cov_m2: torch.Tensor | None = None
         self.cov_style_change: torch.Tensor | None = None
         if cfg.statistical_dependence:
-            self.cov_content = sample_wishart(nc, g)
-            self.cov_style = sample_wishart(ns, g)
-            self.cov_m1 = sample_wishart(nm, g)
-            self.cov_m2 = sample_wishart(nm, g)
-            self.cov_style_change = sample_wishart(ns, g)
+
+            def wishart(dim: int) -> torch.Tensor:
+                if cfg.equal_covariances:  # a fresh generator per draw: equal draws per size
+                    return sample_wishart(dim, torch.Generator().manual_seed(cfg.seed))
+                return sample_wishart(dim, g)
+
+            self.cov_content = wishart(nc)
+            self.cov_style = wishart(ns)
+            self.cov_m1 = wishart(nm)
+            self.cov_m2 = wishart(nm)
+            self.cov_style_change = wishart(ns)
         self.B: torch.Tensor | None = None
         self.a: torch.Tensor | None = None
         if cfg.content_dependent_style:
