@@ -196,6 +196,19 @@ def test_equal_covariances_round_trip_through_the_saved_mixing(train, tmp_path):
     assert torch.equal(model.cov_style, model.cov_style_change)
 
 
+@pytest.mark.parametrize("preset", sorted(p.stem for p in (APP / "presets").glob("*.toml")))
+def test_every_training_preset_is_a_valid_config(preset):
+    from mm_train import parse_config
+
+    tasks = _load("identifiability_tasks")
+    cfg = parse_config(
+        tasks.IdentifiabilityConfig, ["--preset", preset], preset_dir=APP / "presets",
+        exit_on_error=False,
+    )  # fmt: skip
+    tasks.check_config(cfg)
+    assert cfg.steps > 0 and tasks.encoding_size(cfg) > 0 and tasks.learning_rate(cfg) > 0
+
+
 def test_help_lists_every_flag_with_defaults(capsys):
     with pytest.raises(SystemExit):
         _load("train").main(["--help"])
