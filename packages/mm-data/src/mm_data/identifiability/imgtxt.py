@@ -277,6 +277,11 @@ def _pixel_grid(size: int) -> tuple[np.ndarray, np.ndarray]:
     return xx, yy
 
 
+def _cell_centre(z: Mapping[str, float]) -> tuple[float, float]:
+    """Centre (x, y), as fractions of the image side, of the object's cell of the 3x3 grid."""
+    return (int(z["object_xpos"]) + 0.5) / 3, (int(z["object_ypos"]) + 0.5) / 3
+
+
 def object_mask(
     z: Mapping[str, float], image_size: int = 64, object_radius: float = 0.15
 ) -> np.ndarray:
@@ -288,7 +293,7 @@ def object_mask(
     """
     size = int(image_size)
     radius = float(object_radius)
-    cx, cy = (int(z["object_xpos"]) + 0.5) / 3, (int(z["object_ypos"]) + 0.5) / 3
+    cx, cy = _cell_centre(z)
     squash = [1.0, 0.75 + 0.25 * float(z["object_betarot"])]
     shear = 0.3 * (float(z["object_gammarot"]) - 0.5)
     angle = 2 * math.pi * float(z["object_alpharot"])
@@ -314,7 +319,7 @@ def render_image(
     """Uint8 RGB image [S, S, 3] of one row of image latents (IMAGE_LATENTS keys)."""
     size = int(image_size)
     radius = float(object_radius)
-    cx, cy = (int(z["object_xpos"]) + 0.5) / 3, (int(z["object_ypos"]) + 0.5) / 3
+    cx, cy = _cell_centre(z)
     mask = object_mask(z, size, radius)[..., None]
     # Spotlight: light from direction spotlight_pos (an angle); a gentle gradient over the
     # background, stronger shading across the object, tinted by the spotlight's hue.
