@@ -103,8 +103,14 @@ def barrier() -> None:
 
 
 def cleanup() -> None:
-    """Leave the process group (no-op if none was joined)."""
+    """Leave the process group (no-op if none was joined); call it on the success path.
+
+    The barrier first lets every rank finish its last collective before any rank tears
+    down its connections: a gloo peer that closes early can abort the other rank's
+    background thread ("terminate called without an active exception").
+    """
     if dist.is_available() and dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()
 
 
