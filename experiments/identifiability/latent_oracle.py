@@ -35,6 +35,7 @@ from torch import nn
 import mm_losses
 from mm_data.identifiability import LatentConfig, LatentModel
 from mm_eval.identifiability import evaluate_prediction
+from mm_train.logging import Progress
 
 SETTINGS = {  # name -> LatentConfig fields
     "independent": {},
@@ -78,6 +79,7 @@ def train_oracle(
     encoding_size: int = 5,
     eval_every: int = 1000,
     test_size: int = 10_000,
+    progress: bool = True,
 ) -> list[dict]:
     """Train the two linear encoders on one latent model; rows of the R^2 trajectory."""
     if setting not in SETTINGS:
@@ -100,6 +102,7 @@ def train_oracle(
     floor = loss_floor(batch_size)
     rows: list[dict] = []
     recent: list[float] = []
+    bar = Progress(steps, desc=f"{setting} seed {seed}", enabled=progress)
     for step in range(1, steps + 1):
         pos, neg = (
             model.sample(batch_size, generator=data),
@@ -113,6 +116,7 @@ def train_oracle(
         nn.utils.clip_grad_norm_(params, 2.0)
         optimizer.step()
         recent = [*recent[-49:], loss.item()]
+        bar.update(1, samples=batch_size, loss_gap=recent[-1] - floor)
         if step % eval_every and step != steps:
             continue
         with torch.no_grad():
@@ -135,6 +139,7 @@ def train_oracle(
                     "loss_gap": float(np.mean(recent)) - floor,
                     "encoder": encoder, "target": target, "r2_linear": r2,
                 })  # fmt: skip
+    bar.close()
     return rows
 
 
