@@ -6,6 +6,7 @@ import csv
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from app_scripts import load_app_script
@@ -386,3 +387,59 @@ def test_oracle_script_writes_csv_and_plot_and_rejects_bad_settings(oracle, tmp_
         oracle.train_oracle("causal", 0, steps=1)
     with pytest.raises(ValueError, match="steps >= 1"):
         oracle.train_oracle("equal", 0, steps=0)
+
+
+def test_style_directions_are_generalised_eigenvectors(oracle):
+    from mm_data.identifiability import LatentConfig, LatentModel
+
+    model = LatentModel(LatentConfig(seed=1, statistical_dependence=True))
+    r, u = oracle.style_directions(model)
+    assert torch.allclose(u.norm(dim=0), torch.ones(5, dtype=torch.float64))
+    assert (r[:-1] >= r[1:]).all()
+    rayleigh = ((u.T @ model.cov_style) * u.T).sum(1) / ((u.T @ model.cov_style_change) * u.T).sum(
+        1
+    )
+    assert torch.allclose(rayleigh, r, rtol=1e-9)
+    # The directions diagonalise both covariances at once.
+    cross = u.T @ model.cov_style_change @ u
+    assert torch.allclose(
+        cross - torch.diag(cross.diagonal()), torch.zeros(5, 5, dtype=torch.float64), atol=1e-9
+    )
+
+
+@pytest.fixture(scope="module")
+def directions():
+    return load_app_script("identifiability", "latent_directions", kind="experiment")
+
+
+def test_direction_r2_is_a_rotation_of_the_per_coordinate_fit(directions):
+    """Least squares commutes with an orthogonal rotation of the targets, so the SST-weighted
+    R^2 over eigendirections equals the SST-weighted R^2 over coordinates."""
+    rng = np.random.default_rng(0)
+    y = rng.normal(size=(800, 3)) @ rng.normal(size=(3, 3))
+    h = np.c_[y[:, :2] + 0.3 * rng.normal(size=(800, 2)), rng.normal(size=800)]
+    u = np.linalg.eigh(np.cov(y[:400].T))[1]
+    by_direction = np.array(directions.direction_r2(h[:400], y[:400], h[400:], y[400:], u))
+    by_coordinate = np.array(
+        [directions.direction_r2(h[:400], y[:400], h[400:], y[400:], np.eye(3)[:, [j]])[0]
+         for j in range(3)]
+    )  # fmt: skip
+    sst_dir = ((y[400:] @ u - (y[400:] @ u).mean(0)) ** 2).sum(0)
+    sst_coord = ((y[400:] - y[400:].mean(0)) ** 2).sum(0)
+    assert (sst_dir * by_direction).sum() / sst_dir.sum() == pytest.approx(
+        (sst_coord * by_coordinate).sum() / sst_coord.sum(), rel=1e-9
+    )
+    with pytest.raises(ValueError, match=r"directions must be \[3, K\]"):
+        directions.direction_r2(h, y, h, y, np.eye(2))
+
+
+def test_latent_directions_of_a_run(directions, mlp_run, imgtxt_run):
+    run, _ = mlp_run
+    rows = directions.main(["--run", str(run), "--samples", "300"])
+    assert len(rows) == 2 * (2 + 2)  # two encoders x (2 content + 2 style directions)
+    assert _rows(run / "directions.csv")[0].keys() == rows[0].keys()
+    assert all(r["r2_linear"] <= 1.0 for r in rows)
+    style = [r for r in rows if r["block"] == "s" and r["encoder"] == "hz1"]
+    assert style[0]["invariance"] == pytest.approx(0.5**0.5)  # identity covariances
+    with pytest.raises(ValueError, match="directions need an mlp run"):
+        directions.analyse(imgtxt_run[0])

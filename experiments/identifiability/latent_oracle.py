@@ -45,22 +45,34 @@ SETTINGS = {  # name -> LatentConfig fields
 VIEW_TARGETS = {"hz1": ("c", "s", "s_tilde", "m1"), "hz2": ("c", "s", "s_tilde", "m2")}
 
 
+def style_directions(model: LatentModel) -> tuple[torch.Tensor, torch.Tensor]:
+    """Generalised eigendirections of (Sigma_s, Sigma_a), most invariant first.
+
+    Returns (r, U): r[k] = u_k' Sigma_s u_k / u_k' Sigma_a u_k (descending) and U[:, k] = u_k,
+    scaled to unit length. When every style dim changes (style_change_prob = 1) and style
+    does not depend on content, corr(u_k.s, u_k.s~) = sqrt(r_k / (1 + r_k)).
+    """
+    cfg = model.cfg
+    eye = torch.eye(cfg.style_n, dtype=torch.float64)
+    cov_s = model.cov_style if model.cov_style is not None else eye
+    cov_a = model.cov_style_change
+    if cov_a is None:
+        cov_a = cfg.c_param**2 * eye
+    inv = torch.linalg.inv(torch.linalg.cholesky(cov_a))
+    r, q = torch.linalg.eigh(inv @ cov_s @ inv.T)
+    u = inv.T @ q
+    order = r.argsort(descending=True)
+    u = u[:, order]
+    return r[order], u / u.norm(dim=0, keepdim=True)
+
+
 def max_style_invariance(model: LatentModel) -> float:
     """max over directions u of corr(u.s, u.s~) = sqrt(r / (1 + r)), r = u'S_s u / u'S_a u.
 
-    The generalised eigenvalues of (Sigma_s, Sigma_a) give r per direction; with identity
-    covariances and c_param = 1 every direction has r = 1 (corr 0.71). Assumes every style
-    dim changes (style_change_prob = 1) and no content-dependent style.
+    With identity (or equal) covariances and c_param = 1 every direction has r = 1 (corr
+    0.71). Assumes every style dim changes and no content-dependent style.
     """
-    cfg = model.cfg
-    ns = cfg.style_n
-    cov_s = model.cov_style if model.cov_style is not None else torch.eye(ns, dtype=torch.float64)
-    cov_a = model.cov_style_change
-    if cov_a is None:
-        cov_a = cfg.c_param**2 * torch.eye(ns, dtype=torch.float64)
-    chol = torch.linalg.cholesky(cov_a)
-    inv = torch.linalg.inv(chol)
-    r = torch.linalg.eigvalsh(inv @ cov_s @ inv.T).max().item()
+    r = style_directions(model)[0][0].item()
     return math.sqrt(r / (1 + r))
 
 
