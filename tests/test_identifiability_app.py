@@ -376,7 +376,7 @@ def test_oracle_drops_style_of_independent_latents_and_keeps_it_under_wishart_dr
 def test_oracle_script_writes_csv_and_plot_and_rejects_bad_settings(oracle, tmp_path):
     rows = oracle.main(
         ["--settings", "equal", "--seeds", "3", "--steps", "20", "--batch-size", "16",
-         "--eval-every", "10", "--out", str(tmp_path)]
+         "--eval-every", "10", "--weight-decay", "0.1", "--out", str(tmp_path)]
     )  # fmt: skip
     assert _rows(tmp_path / "oracle.csv")[0].keys() == rows[0].keys()
     assert len(_rows(tmp_path / "oracle.csv")) == 2 * 8

@@ -91,6 +91,7 @@ def train_oracle(
     encoding_size: int = 5,
     eval_every: int = 1000,
     test_size: int = 10_000,
+    weight_decay: float = 0.0,
     progress: bool = True,
 ) -> list[dict]:
     """Train the two linear encoders on one latent model; rows of the R^2 trajectory."""
@@ -106,7 +107,7 @@ def train_oracle(
     torch.manual_seed(seed)
     g1, g2 = nn.Linear(view_dim, encoding_size), nn.Linear(view_dim, encoding_size)
     params = [*g1.parameters(), *g2.parameters()]
-    optimizer = torch.optim.Adam(params, lr=lr)
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     loss_fn = mm_losses.build("lp_simclr", tau=1.0)
     data = torch.Generator().manual_seed(seed + 1)
     fit_set = model.sample(test_size, generator=torch.Generator().manual_seed(seed + 2))
@@ -194,6 +195,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--lr", type=float, default=1e-2)
     parser.add_argument("--eval-every", type=int, default=1000)
+    parser.add_argument(
+        "--weight-decay", type=float, default=0.0, help="AdamW decoupled weight decay (0 = Adam)"
+    )
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--out", default="runs/ident-oracle")
     args = parser.parse_args(argv)
@@ -216,7 +220,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
             start = time.time()
             run = train_oracle(
                 setting, seed, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-                eval_every=args.eval_every,
+                eval_every=args.eval_every, weight_decay=args.weight_decay,
             )  # fmt: skip
             rows += run
             last = {
