@@ -34,24 +34,22 @@ from threadpoolctl import threadpool_limits
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from identifiability_tasks import (
-    MIXING_FILE,
     IdentifiabilityConfig,
     PairDataset,
-    SimulationEncoders,
-    latent_config,
     load_imgtxt_run,
     load_run_config,
+    load_trained_simulation,
     mixed_views,
 )
 
-from mm_data.identifiability import FACTORS, LatentModel, Multimodal3DIdent, load_mixing
+from mm_data.identifiability import FACTORS, LatentModel, Multimodal3DIdent
 from mm_eval.identifiability import (
     evaluate_prediction,
     evaluate_targets,
     plot_identifiability_heatmap,
     write_results_csv,
 )
-from mm_train import atomic_write_json, load_model_weights, parse_config, resolve_device
+from mm_train import atomic_write_json, parse_config, resolve_device
 
 HERE = Path(__file__).resolve().parent
 Nonlinear = Literal["auto", "kernel_ridge", "kernel_ridge_nystroem", "mlp_regressor"]
@@ -115,11 +113,8 @@ def simulation_sets(latents: LatentModel, f1, f2, n: int, generator: torch.Gener
 
 def evaluate_simulation(cfg: EvalConfig, run: Path, train_cfg: IdentifiabilityConfig):
     """Rows (encoder, target, r2_linear, r2_nonlinear, nonlinear) of an mlp run."""
-    f1, f2, saved = load_mixing(run / MIXING_FILE, expected_cfg=latent_config(train_cfg))
-    latents = LatentModel(saved if saved is not None else latent_config(train_cfg))
+    latents, f1, f2, model = load_trained_simulation(run, train_cfg)
     device = resolve_device(cfg.device)
-    model = SimulationEncoders(train_cfg)
-    load_model_weights(model, run, map_location="cpu")
     model.to(device).eval()
     generator = torch.Generator().manual_seed(10_000 + cfg.seed)
     val = simulation_sets(latents, f1, f2, cfg.val_samples, generator)

@@ -232,6 +232,18 @@ class SimulationEncoders(nn.Module):
         return self.g1(x1), self.g2(x2)
 
 
+def load_trained_simulation(
+    run: Path, cfg: IdentifiabilityConfig
+) -> tuple[LatentModel, InvertibleMLP, InvertibleMLP, SimulationEncoders]:
+    """(latent model, f1, f2, encoders with the run's latest weights, on CPU) of an mlp run;
+    the latent model is rebuilt from the config saved with the mixing."""
+    f1, f2, saved = load_mixing(run / MIXING_FILE, expected_cfg=latent_config(cfg))
+    latents = LatentModel(saved if saved is not None else latent_config(cfg))
+    encoders = SimulationEncoders(cfg)
+    load_model_weights(encoders, run, map_location="cpu")
+    return latents, f1, f2, encoders
+
+
 @torch.no_grad()
 def mixed_views(
     latents: LatentModel, f1: nn.Module, f2: nn.Module, n: int, generator: torch.Generator

@@ -16,7 +16,6 @@ Style directions ignore content-dependent style (B c is left out of Sigma_s).
 from __future__ import annotations
 
 import argparse
-import csv
 import math
 import sys
 from pathlib import Path
@@ -29,24 +28,19 @@ sys.path.insert(0, str(ROOT / "apps" / "identifiability"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from identifiability_tasks import (  # noqa: E402
-    MIXING_FILE,
-    SimulationEncoders,
-    latent_config,
     load_run_config,
+    load_trained_simulation,
     mixed_views,
 )
 from latent_oracle import style_directions  # noqa: E402
 
-from mm_data.identifiability import LatentModel, load_mixing  # noqa: E402
-from mm_eval.identifiability import evaluate_prediction  # noqa: E402
-from mm_train import load_model_weights  # noqa: E402
+from mm_data.identifiability import LatentModel  # noqa: E402
+from mm_eval.identifiability import evaluate_prediction, write_results_csv  # noqa: E402
 
 
 def content_directions(model: LatentModel) -> tuple[torch.Tensor, torch.Tensor]:
     """(variances ascending, unit eigenvectors as columns) of the content covariance."""
-    n = model.cfg.content_n
-    cov = model.cov_content if model.cov_content is not None else torch.eye(n, dtype=torch.float64)
-    return torch.linalg.eigh(cov)
+    return torch.linalg.eigh(model.covariance("c"))
 
 
 def direction_r2(
@@ -68,10 +62,7 @@ def analyse(run: Path, samples: int = 20_000, seed: int = 123) -> list[dict]:
         raise ValueError(f"{run}: experiment is {cfg.experiment!r}; directions need an mlp run")
     if samples < 10:
         raise ValueError(f"--samples must be >= 10, got {samples}")
-    f1, f2, saved = load_mixing(run / MIXING_FILE, expected_cfg=latent_config(cfg))
-    latents = LatentModel(saved if saved is not None else latent_config(cfg))
-    encoders = SimulationEncoders(cfg)
-    load_model_weights(encoders, run, map_location="cpu")
+    latents, f1, f2, encoders = load_trained_simulation(run, cfg)
     encoders.eval()
     generator = torch.Generator().manual_seed(seed)
     fit_batch, *fit_x = mixed_views(latents, f1, f2, samples, generator)
@@ -83,10 +74,7 @@ def analyse(run: Path, samples: int = 20_000, seed: int = 123) -> list[dict]:
     if cfg.style_n:
         r, u_s = style_directions(latents)
         corr = [math.sqrt(v / (1 + v)) for v in r.tolist()]
-        cov_s = latents.cov_style
-        if cov_s is None:
-            cov_s = torch.eye(cfg.style_n, dtype=torch.float64)
-        var_s = ((u_s.T @ cov_s) * u_s.T).sum(1)
+        var_s = ((u_s.T @ latents.covariance("s")) * u_s.T).sum(1)
         blocks["s"] = ("s", var_s, corr, u_s)
     rows = []
     with torch.no_grad():
@@ -130,10 +118,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         for encoder in ("hz1", "hz2"):
             values = [r["r2_linear"] for r in sel if r["encoder"] == encoder]
             print(f"  R2 {encoder}     " + " ".join(f"{v:7.3f}" for v in values))
-    with (run / "directions.csv").open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_results_csv(rows, run / "directions.csv")
     print(f"wrote {run / 'directions.csv'}")
     return rows
 

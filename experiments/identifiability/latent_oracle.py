@@ -23,7 +23,6 @@ s and s~ along the style direction that the style change perturbs least.
 from __future__ import annotations
 
 import argparse
-import csv
 import math
 import time
 from pathlib import Path
@@ -34,7 +33,7 @@ from torch import nn
 
 import mm_losses
 from mm_data.identifiability import LatentConfig, LatentModel
-from mm_eval.identifiability import evaluate_prediction
+from mm_eval.identifiability import evaluate_prediction, write_results_csv
 from mm_train.logging import Progress
 
 SETTINGS = {  # name -> LatentConfig fields
@@ -52,14 +51,8 @@ def style_directions(model: LatentModel) -> tuple[torch.Tensor, torch.Tensor]:
     scaled to unit length. When every style dim changes (style_change_prob = 1) and style
     does not depend on content, corr(u_k.s, u_k.s~) = sqrt(r_k / (1 + r_k)).
     """
-    cfg = model.cfg
-    eye = torch.eye(cfg.style_n, dtype=torch.float64)
-    cov_s = model.cov_style if model.cov_style is not None else eye
-    cov_a = model.cov_style_change
-    if cov_a is None:
-        cov_a = cfg.c_param**2 * eye
-    inv = torch.linalg.inv(torch.linalg.cholesky(cov_a))
-    r, q = torch.linalg.eigh(inv @ cov_s @ inv.T)
+    inv = torch.linalg.inv(torch.linalg.cholesky(model.covariance("a")))
+    r, q = torch.linalg.eigh(inv @ model.covariance("s") @ inv.T)
     u = inv.T @ q
     order = r.argsort(descending=True)
     u = u[:, order]
@@ -233,10 +226,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
                   f"{last['c']['r2_linear']:>6.2f} {last['s']['r2_linear']:>6.2f} "
                   f"{last['s_tilde']['r2_linear']:>6.2f} {last['m1']['r2_linear']:>6.2f}  "
                   f"({time.time() - start:.0f} s)", flush=True)  # fmt: skip
-    with (out / "oracle.csv").open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_results_csv(rows, out / "oracle.csv")
     plot(rows, out / "oracle.png")
     print(f"wrote {out / 'oracle.csv'} and {out / 'oracle.png'}")
     return rows

@@ -130,6 +130,29 @@ def test_statistical_dependence_covariances_differ_and_match_samples():
     assert LatentModel(LatentConfig()).cov_content is None
 
 
+@pytest.mark.parametrize("statistical", [False, True])
+def test_covariance_is_the_one_samples_follow(statistical):
+    """covariance(block) against the empirical covariance of each sampled block (dims differ
+    per block so that a block's identity fallback must have the block's own size)."""
+    cfg = LatentConfig(
+        content_n=3, style_n=4, modality_n=2, c_param=1.5, statistical_dependence=statistical,
+        seed=6,
+    )  # fmt: skip
+    model = LatentModel(cfg)
+    batch = model.sample(60_000, generator=torch.Generator().manual_seed(0))
+    samples = {"c": batch.c, "s": batch.s, "m1": batch.m1, "m2": batch.m2}
+    samples["a"] = batch.s_tilde - batch.s  # style_change_prob 1: every dim changes
+    for block, x in samples.items():
+        cov = model.covariance(block)
+        assert cov.dtype == torch.float64
+        err = (torch.cov(x.double().T) - cov).norm() / cov.norm()
+        assert err < 0.05, block
+    if not statistical:
+        assert torch.equal(model.covariance("a"), 2.25 * torch.eye(4, dtype=torch.float64))
+    with pytest.raises(ValueError, match="unknown block 'z'"):
+        model.covariance("z")
+
+
 def test_equal_covariances_share_one_draw_per_size():
     # The original code seeds every Wishart draw identically: blocks of one size are equal.
     model = LatentModel(LatentConfig(statistical_dependence=True, equal_covariances=True, seed=3))

@@ -110,7 +110,7 @@ def cleanup() -> None:
     background thread ("terminate called without an active exception").
     """
     if dist.is_available() and dist.is_initialized():
-        dist.barrier()
+        barrier()
         dist.destroy_process_group()
 
 

@@ -173,6 +173,25 @@ class LatentModel:
         # Batches come from their own stream so that parameters and data never share draws.
         self.generator = torch.Generator().manual_seed(cfg.seed + 1_000_003)
 
+    def covariance(self, block: str) -> torch.Tensor:
+        """The covariance that `sample` uses for `block` (c, s, m1, m2, or a for the style
+        change eps), float64: the drawn Wishart matrix, else I (c_param^2 I for a).
+
+        For s it is the covariance before content-dependent style adds B c + a.
+        """
+        if block not in self._chol:
+            raise ValueError(f"unknown block {block!r}; choose from {list(self._chol)}")
+        drawn = {
+            "c": self.cov_content, "s": self.cov_style, "m1": self.cov_m1,
+            "m2": self.cov_m2, "a": self.cov_style_change,
+        }[block]  # fmt: skip
+        if drawn is not None:
+            return drawn.double()
+        cfg = self.cfg
+        dim = {"c": cfg.content_n, "s": cfg.style_n, "a": cfg.style_n}.get(block, cfg.modality_n)
+        scale = cfg.c_param**2 if block == "a" else 1.0
+        return scale * torch.eye(dim, dtype=torch.float64)
+
     def _gaussian(self, n: int, dim: int, key: str, g: torch.Generator) -> torch.Tensor:
         """x = L eps with L L^T = Sigma (identity when no covariance was drawn)."""
         eps = torch.randn(n, dim, generator=g, dtype=torch.float64)
