@@ -5,9 +5,11 @@ Usage: ``torchrun ... _ddp_worker.py OUT_DIR``. Every rank:
 1. trains ``build_model()`` with DDP for ``EPOCHS`` epochs on ``make_dataset()`` (per-rank
    batch ``BATCH``, ``GRAD_ACCUM`` micro-batches per step) with ``fit``; rank 0 writes
    ``OUT_DIR/ddp`` (metrics and checkpoints);
-2. gathers a per-rank tensor of uneven size with ``all_gather_with_grad``, backpropagates
-   a rank-dependent loss of the gathered rows and saves the gathered tensor, its input's
-   gradient, an ``all_reduce_mean`` and its sampler indices to ``OUT_DIR/rank<r>.pt``.
+   its step_fn reports a rank-dependent metric (logged as the mean over ranks), a
+   ``RankCounter`` holds per-rank state (checkpointed per rank) and an ``eval_fn``
+   records whether that stateful module was in eval mode;
+2. saves an ``all_reduce_mean``, its sampler indices and what eval_fn saw to
+   ``OUT_DIR/rank<r>.pt``.
 
 The test repeats both in one process and compares.
 """
@@ -23,7 +25,6 @@ from torch.utils.data import TensorDataset
 
 from mm_train.distributed import (
     ResumableDistributedSampler,
-    all_gather_with_grad,
     all_reduce_mean,
     cleanup,
     init_distributed,
@@ -40,7 +41,19 @@ GRAD_ACCUM = 2
 EPOCHS = 3
 NUM_SAMPLES = 32
 SAMPLER_SEED = 5
-GATHER_SIZES = (3, 2)
+
+
+class RankCounter(nn.Module):
+    """Per-rank state: the number of samples this rank saw and its rank (a buffer)."""
+
+    def __init__(self, rank: int) -> None:
+        super().__init__()
+        self.register_buffer("seen", torch.zeros((), dtype=torch.long))
+        self.register_buffer("rank", torch.tensor(rank))
+
+    def add(self, n: int) -> None:
+        if self.training:
+            self.seen += n
 
 
 def make_dataset() -> TensorDataset:
@@ -65,17 +78,6 @@ def mse_step(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torc
     return nn.functional.mse_loss(model(x), y)
 
 
-def gather_input(rank: int) -> torch.Tensor:
-    rows = GATHER_SIZES[rank]
-    return (torch.arange(rows * 3, dtype=torch.float32).reshape(rows, 3) + 10 * rank) / 7
-
-
-def rank_loss(gathered: torch.Tensor, rank: int) -> torch.Tensor:
-    """A loss of every gathered row that differs between ranks."""
-    weights = torch.linspace(-1, 1, gathered.numel()).reshape(gathered.shape) * (rank + 1)
-    return (torch.tanh(gathered) * weights).sum() ** 2 / 10
-
-
 def main(out_dir: Path) -> None:
     info = init_distributed("cpu")
     assert info.world_size == 2 and info.device.type == "cpu"
@@ -84,9 +86,21 @@ def main(out_dir: Path) -> None:
     loader = make_dataloader(make_dataset(), batch_size=BATCH, seed=SAMPLER_SEED, info=info)
     steps = EPOCHS * len(loader) // GRAD_ACCUM
     optimizer, scheduler = build_optimizer(model, steps)
+    counter = RankCounter(info.rank)
+    eval_modes: list[bool] = []
+
+    def step_fn(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]):
+        counter.add(batch[0].shape[0])
+        return mse_step(model, batch), {"rank_metric": float(info.rank)}
+
+    def eval_fn(model: nn.Module, step: int) -> dict[str, float]:
+        eval_modes.append(counter.training)
+        counter.add(1000)  # must not count: the module is in eval mode
+        return {"eval_rank": float(info.rank)}
+
     fit(
         wrap_ddp(model, info),
-        mse_step,
+        step_fn,
         loader,
         optimizer,
         scheduler=scheduler,
@@ -95,18 +109,17 @@ def main(out_dir: Path) -> None:
         clip_grad_norm=0.5,
         out_dir=out_dir / "ddp",
         log_every=1,
+        eval_fn=eval_fn,
+        stateful={"counter": counter},
         progress=False,
         seed=1,
     )
 
-    x = gather_input(info.rank).requires_grad_(True)
-    gathered = all_gather_with_grad(x)
-    rank_loss(gathered, info.rank).backward()
     sampler = ResumableDistributedSampler(NUM_SAMPLES + 3, seed=SAMPLER_SEED)  # pads
     torch.save(
         {
-            "gathered": gathered.detach(),
-            "grad": x.grad,
+            "eval_modes": eval_modes,
+            "seen": int(counter.seen),
             "mean": all_reduce_mean(torch.tensor([info.rank + 1.0])),
             "sampler_rank": sampler.rank,
             "indices": sampler.epoch_indices(),

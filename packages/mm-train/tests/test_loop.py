@@ -191,7 +191,7 @@ def test_epoch_hooks_and_stateful_modules(tmp_path) -> None:
     assert counter.calls == user_calls == [0, 1, 2]
     assert result.epoch == 3 and result.step == 6
     state = load_checkpoint(result.checkpoint)
-    assert int(state["stateful"]["counter"]["epochs_done"]) == 3
+    assert int(state["stateful"][0]["counter"]["epochs_done"]) == 3
     assert (state["step"], state["epoch"], state["batches_in_epoch"]) == (6, 3, 0)
     assert "counter/epochs_done" in result.metrics
 

@@ -93,6 +93,7 @@ def test_epoch_unit_changes_lr_once_per_epoch() -> None:
     lrs = []
     for _ in range(12):
         lrs.append(scheduler.get_last_lr()[0])
+        optimizer.step()
         scheduler.step()
     epochs = [timm_reference(e, 1.0, 4, 1, 0.0, 0.1) for e in range(4)]
     assert lrs == pytest.approx([lr for lr in epochs for _ in range(3)])
@@ -102,12 +103,23 @@ def test_state_dict_round_trip_restores_the_lr() -> None:
     optimizer = torch.optim.SGD(_model().parameters(), lr=1.0)
     scheduler = build_scheduler(optimizer, "cosine", total=10)
     for _ in range(4):
+        optimizer.step()
         scheduler.step()
     other = torch.optim.SGD(_model().parameters(), lr=1.0)
     restored = build_scheduler(other, "cosine", total=10)
     restored.load_state_dict(scheduler.state_dict())
     assert restored.get_last_lr() == pytest.approx(scheduler.get_last_lr())
     assert restored.get_last_lr()[0] == pytest.approx(cosine_reference(4, 1.0, 10, 0, 0.0, 0.0))
+    assert restored.step_count == 4
+
+
+def test_scheduler_is_torch_lambda_lr_and_its_state_loads_weights_only(tmp_path) -> None:
+    optimizer = torch.optim.SGD(_model().parameters(), lr=1.0)
+    scheduler = build_scheduler(optimizer, "cosine", total=10, warmup=2)
+    assert isinstance(scheduler, torch.optim.lr_scheduler.LambdaLR)
+    torch.save(scheduler.state_dict(), tmp_path / "s.pt")
+    state = torch.load(tmp_path / "s.pt", weights_only=True)
+    assert "schedule" not in state and state["last_epoch"] == 0
 
 
 def test_bad_arguments_raise_value_errors() -> None:

@@ -1,9 +1,10 @@
 """mm-train: a small typed training library.
 
-Dataclass configs with a generated CLI and TOML presets, a ``fit`` loop (gradient
-accumulation, clipping, AMP, evaluation hooks, NaN detection), AdamW parameter groups and
-schedules, atomic checkpoints with exact resume, run logging with a progress bar, and DDP
-helpers. No dependency on the other workspace packages.
+Dataclass configs with a tyro CLI and TOML presets, run directories that refuse to be
+mixed up (``start_run``), a ``fit`` loop (gradient accumulation, clipping, AMP,
+evaluation hooks, NaN detection, SIGTERM checkpoints), AdamW parameter groups and
+schedules, atomic checkpoints with exact resume, metrics to JSONL / TensorBoard / W&B
+with a progress bar, and DDP helpers. No dependency on the other workspace packages.
 """
 
 from mm_train.checkpoint import (
@@ -14,13 +15,17 @@ from mm_train.checkpoint import (
     list_checkpoints,
     load_checkpoint,
     load_model_weights,
+    load_newest_readable,
     save_checkpoint,
     unwrap_model,
 )
 from mm_train.config import (
     ConfigError,
+    arg,
+    check_config,
     config_from_dict,
     config_to_dict,
+    flag,
     load_config,
     load_preset,
     parse_config,
@@ -29,7 +34,7 @@ from mm_train.config import (
 from mm_train.distributed import (
     DistInfo,
     ResumableDistributedSampler,
-    all_gather_with_grad,
+    SeededDataset,
     all_reduce_mean,
     barrier,
     cleanup,
@@ -40,9 +45,22 @@ from mm_train.distributed import (
     make_dataloader,
     wrap_ddp,
 )
-from mm_train.logging import Progress, RunLogger, atomic_write, atomic_write_json, atomic_write_text
+from mm_train.logging import (
+    LOGGER_NAMES,
+    JsonlLogger,
+    MetricLogger,
+    Progress,
+    RunLogger,
+    TensorBoardLogger,
+    WandbLogger,
+    atomic_write,
+    atomic_write_json,
+    atomic_write_text,
+    plot_curves,
+)
 from mm_train.loop import (
     FitResult,
+    Interrupted,
     NonFiniteLossError,
     OnlineSampler,
     fit,
@@ -50,34 +68,45 @@ from mm_train.loop import (
     updates_per_epoch,
 )
 from mm_train.optim import build_adamw, param_groups
+from mm_train.run import RunOptions, provenance, start_run
 from mm_train.schedules import SCHEDULES, Constant, Cosine, LRScheduler, TimmCosine, build_scheduler
 from mm_train.seeding import (
     enable_determinism,
     resolve_device,
     rng_state,
+    sample_seed,
     seed_everything,
+    seeded,
     set_rng_state,
     worker_seed,
 )
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
+    "LOGGER_NAMES",
     "SCHEDULES",
     "ConfigError",
     "Constant",
     "Cosine",
     "DistInfo",
     "FitResult",
+    "Interrupted",
+    "JsonlLogger",
     "LRScheduler",
+    "MetricLogger",
     "NonFiniteLossError",
     "OnlineSampler",
     "Progress",
     "ResumableDistributedSampler",
     "RunLogger",
+    "RunOptions",
+    "SeededDataset",
+    "TensorBoardLogger",
     "TimmCosine",
-    "all_gather_with_grad",
+    "WandbLogger",
     "all_reduce_mean",
+    "arg",
     "atomic_torch_save",
     "atomic_write",
     "atomic_write_json",
@@ -85,6 +114,7 @@ __all__ = [
     "barrier",
     "build_adamw",
     "build_scheduler",
+    "check_config",
     "checkpoint_dir",
     "checkpoint_name",
     "cleanup",
@@ -92,6 +122,7 @@ __all__ = [
     "config_to_dict",
     "enable_determinism",
     "fit",
+    "flag",
     "get_rank",
     "get_world_size",
     "init_distributed",
@@ -101,17 +132,23 @@ __all__ = [
     "load_checkpoint",
     "load_config",
     "load_model_weights",
+    "load_newest_readable",
     "load_preset",
     "make_dataloader",
     "move_to_device",
     "param_groups",
     "parse_config",
+    "plot_curves",
+    "provenance",
     "resolve_device",
     "rng_state",
+    "sample_seed",
     "save_checkpoint",
     "save_config",
     "seed_everything",
+    "seeded",
     "set_rng_state",
+    "start_run",
     "unwrap_model",
     "updates_per_epoch",
     "worker_seed",

@@ -15,6 +15,7 @@ scaler, stateful modules, step, RNG and data position); this module only stores 
 from __future__ import annotations
 
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -98,6 +99,42 @@ def load_checkpoint(
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
     return torch.load(path, map_location=map_location, weights_only=weights_only)
+
+
+def load_newest_readable(
+    out_dir: str | Path, *, map_location: str | torch.device | None = "cpu"
+) -> tuple[Path, dict[str, Any]] | None:
+    """The newest checkpoint of a run that loads, as ``(path, state)``; None if there is none.
+
+    Tries the ``latest`` pointer's file first, then the others from the highest step down.
+    An unreadable file (truncated, corrupt) is skipped with a warning naming it; if every
+    checkpoint is unreadable a ``RuntimeError`` lists them (starting fresh would discard
+    the run).
+    """
+    first = latest_checkpoint(out_dir)
+    ordered = [first] if first is not None else []
+    ordered += [p for p in reversed(list_checkpoints(out_dir)) if p != first]
+    failures = []
+    for path in ordered:
+        try:
+            state = torch.load(path, map_location=map_location, weights_only=True)
+        except Exception as exc:  # torch raises RuntimeError, EOFError, UnpicklingError, ...
+            reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            failures.append(f"{path} ({reason})")
+            print(
+                f"[mm_train] warning: checkpoint {path} is unreadable ({reason}); "
+                "trying the next older one",
+                file=sys.stderr,
+                flush=True,
+            )
+            continue
+        if not isinstance(state, dict):
+            failures.append(f"{path} (not a checkpoint dict)")
+            continue
+        return path, state
+    if failures:
+        raise RuntimeError("no readable checkpoint: " + "; ".join(failures))
+    return None
 
 
 def unwrap_model(model: nn.Module) -> nn.Module:

@@ -1,28 +1,28 @@
-"""Typed dataclass configs, the CLI generated from them, TOML presets and config.json.
+"""Typed dataclass configs: the CLI (tyro), TOML presets, config.json and value checks.
 
-The dataclass is the one source of truth: each field is a flag (``--field-name`` or
-``--field_name``) with its default and ``field(metadata={"help": ...})`` text, a nested
-dataclass field ``optim`` gives flags ``--optim.lr`` and a TOML table ``[optim]``.
-Values are resolved as
+The dataclass is the one source of truth. Each field is a flag (``--field-name`` or
+``--field_name``), a nested dataclass field ``optim`` gives ``--optim.lr`` and a TOML
+table ``[optim]``, and ``--help`` groups the flags by nested dataclass. Values resolve as
 
-    dataclass defaults < preset (a TOML file) < command-line flags
+    dataclass defaults < preset (TOML) or saved config (--config run/config.json) < flags
 
-and checked against the annotations, so a typo or a wrong type fails at start-up with a
-message naming the field, not an hour into a run. Supported field types: ``int``,
-``float``, ``str``, ``bool``, ``pathlib.Path``, ``Literal[...]``, ``X | None``,
-``tuple[X, ...]``, ``tuple[X, Y]``, ``list[X]`` and nested dataclasses.
-
-On the command line booleans take ``--flag`` / ``--no-flag`` / ``--flag true|false``,
-optional fields take ``none``, sequences take ``--dims 1,2,3`` or a repeated
-``--dims 1 --dims 2``. TOML has no null, so a preset writes ``"none"`` for None.
+The command line itself is parsed by `tyro <https://brentyi.github.io/tyro/>`_ from the
+dataclass with the preset (or saved config) as its defaults. This module adds what tyro
+does not do: presets and saved configs read with the same type checks (a typo or a
+wrong type fails at start-up, naming the file and the field), comma-separated lists
+(``--dims 1,2,3`` as well as ``--dims 1 2 3``), ``none`` for optional fields, and value
+checks declared on the field (``arg(0.2, "flip probability", ge=0, le=1)``) that report
+the flag and the allowed range. Every error exits with status 2 before any file is
+written; a config may add cross-field checks in a ``validate()`` method that raises
+``ValueError`` (name the flags with :func:`flag`).
 """
 
 from __future__ import annotations
 
-import argparse
+import contextlib
 import copy
 import dataclasses
-import difflib
+import io
 import json
 import sys
 import tomllib
@@ -36,8 +36,12 @@ from mm_train.logging import atomic_write_json
 
 __all__ = [
     "ConfigError",
+    "arg",
+    "check_config",
     "config_from_dict",
     "config_to_dict",
+    "flag",
+    "leaf_fields",
     "load_config",
     "load_preset",
     "parse_config",
@@ -46,9 +50,10 @@ __all__ = [
 
 T = TypeVar("T")
 
-_TRUE = frozenset({"true", "1", "yes", "on", "t", "y"})
-_FALSE = frozenset({"false", "0", "no", "off", "f", "n"})
-_RESERVED = frozenset({"help", "preset"})
+_RESERVED = frozenset({"help", "preset", "config"})
+# Fields that say what to do with the run directory rather than what to train; a saved
+# config given back with --config starts a new run, so these are reset to False.
+RUN_ACTIONS = ("resume", "overwrite")
 
 
 class ConfigError(ValueError):
@@ -57,6 +62,53 @@ class ConfigError(ValueError):
 
 class _Mismatch(Exception):
     """Internal: a value that does not convert to a type (the caller adds the context)."""
+
+
+# --------------------------------------------------------------------------- declaring fields
+
+
+def arg(
+    default: Any = dataclasses.MISSING,
+    help: str = "",
+    *,
+    default_factory: Any = dataclasses.MISSING,
+    ge: float | None = None,
+    gt: float | None = None,
+    le: float | None = None,
+    lt: float | None = None,
+    may_change: bool = False,
+) -> Any:
+    """A dataclass field with help text, allowed range and resume policy.
+
+    ``ge``/``gt``/``le``/``lt`` bound a number (every element of a sequence; None passes);
+    a value outside them is a ``ConfigError`` naming the flag and the range, raised before
+    the run writes anything. ``may_change=True`` marks a field that ``--resume`` accepts
+    with a new value (steps to extend, logging cadence, device, ...); every other field
+    must match the run's saved config.
+    """
+    bounds = {k: v for k, v in (("ge", ge), ("gt", gt), ("le", le), ("lt", lt)) if v is not None}
+    text = help.strip()
+    if bounds:
+        text = f"{text} [{_range_text(bounds)}]".strip()
+    metadata = {"help": text, "bounds": bounds, "may_change": may_change}
+    return dataclasses.field(default=default, default_factory=default_factory, metadata=metadata)
+
+
+def _range_text(bounds: Mapping[str, float]) -> str:
+    """``[0, 1]``-style text of a field's bounds (``>= 1`` when one-sided)."""
+    lo = ("[", bounds["ge"]) if "ge" in bounds else ("(", bounds["gt"]) if "gt" in bounds else None
+    hi = ("]", bounds["le"]) if "le" in bounds else (")", bounds["lt"]) if "lt" in bounds else None
+    if lo and hi:
+        return f"in {lo[0]}{_show(lo[1])}, {_show(hi[1])}{hi[0]}"
+    if lo:
+        return f"{'>=' if lo[0] == '[' else '>'} {_show(lo[1])}"
+    assert hi is not None
+    return f"{'<=' if hi[0] == ']' else '<'} {_show(hi[1])}"
+
+
+def flag(path: str) -> str:
+    """The flag of a dotted field path: ``optim.weight_decay`` -> ``--optim.weight-decay``."""
+    return "--" + path.replace("_", "-")
 
 
 # --------------------------------------------------------------------------- types
@@ -99,7 +151,7 @@ def _seq_args(tp: Any) -> tuple[type, list[Any] | None, Any] | None:
 
 
 def _check_supported(tp: Any, where: str) -> None:
-    """Raise TypeError if the annotation ``tp`` cannot be parsed from a flag or TOML."""
+    """Raise TypeError if the annotation ``tp`` cannot be read from a flag or TOML."""
     try:
         inner = _optional_inner(tp)
         if inner is not None:
@@ -115,7 +167,7 @@ def _check_supported(tp: Any, where: str) -> None:
                     raise TypeError(f"nested sequences/dataclasses in {tp!r} are not supported")
                 _check_supported(t, where)
             return
-        if tp in (int, float, str, bool, Path, Any):
+        if tp in (int, float, str, bool, Path):
             return
         raise TypeError(f"unsupported type {tp!r}")
     except TypeError as exc:
@@ -123,7 +175,7 @@ def _check_supported(tp: Any, where: str) -> None:
 
 
 def _type_name(tp: Any) -> str:
-    """Readable name of an annotation for error messages and help."""
+    """Readable name of an annotation for error messages."""
     inner = _optional_inner(tp)
     if inner is not None:
         return f"{_type_name(inner)} | None"
@@ -137,116 +189,58 @@ def _type_name(tp: Any) -> str:
         if container is tuple:
             return f"tuple[{_type_name(elem)}, ...]"
         return f"list[{_type_name(elem)}]"
-    if tp is Any:
-        return "any"
     return getattr(tp, "__name__", repr(tp))
 
 
-def _convert(value: Any, tp: Any, *, text: bool) -> Any:
-    """Convert ``value`` to ``tp`` or raise _Mismatch.
+def _convert(value: Any, tp: Any) -> Any:
+    """Check a TOML/JSON value against ``tp`` strictly, or raise _Mismatch.
 
-    ``text=True`` parses command-line strings (a sequence arrives as a list of strings);
-    ``text=False`` checks values from TOML/JSON strictly (an int is not a str, "3" is not
-    an int), except that an int is accepted for a float and a list for a tuple.
+    An int is not a str and "3" is not an int; an int is accepted for a float, a list for a
+    tuple, and the string "none" (TOML has no null) for an optional field.
     """
-    if tp is Any:
-        return value
     inner = _optional_inner(tp)
     if inner is not None:
-        if value is None:
+        if value is None or (isinstance(value, str) and value.strip().lower() == "none"):
             return None
-        probe = value[0] if (text and isinstance(value, list) and len(value) == 1) else value
-        if isinstance(probe, str) and probe.strip().lower() == "none":
-            return None
-        return _convert(value, inner, text=text)
+        return _convert(value, inner)
     if typing.get_origin(tp) is Literal:
         for choice in typing.get_args(tp):
-            if text and isinstance(value, str) and str(choice) == value.strip():
-                return choice
-            if not text and type(choice) is type(value) and choice == value:
+            if type(choice) is type(value) and choice == value:
                 return choice
         raise _Mismatch
     seq = _seq_args(tp)
     if seq is not None:
-        return _convert_sequence(value, seq, text=text)
-    if text:
-        if not isinstance(value, str):
+        container, positions, elem = seq
+        if not isinstance(value, (list, tuple)):
             raise _Mismatch
-        return _parse_text(value.strip() if tp is not str else value, tp)
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        raise _Mismatch
-    if tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        raise _Mismatch
-    if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        raise _Mismatch
-    if tp is str:
-        if isinstance(value, str):
-            return value
-        raise _Mismatch
-    if tp is Path:
-        if isinstance(value, (str, Path)):
-            return Path(value)
-        raise _Mismatch
+        if positions is not None:
+            if len(value) != len(positions):
+                raise _Mismatch
+            return container(_convert(v, t) for v, t in zip(value, positions))
+        return container(_convert(v, elem) for v in value)
+    if tp is bool and isinstance(value, bool):
+        return value
+    if tp is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if tp is str and isinstance(value, str):
+        return value
+    if tp is Path and isinstance(value, (str, Path)):
+        return Path(value)
     raise _Mismatch
 
 
-def _parse_text(value: str, tp: Any) -> Any:
-    """Parse one command-line string as a scalar type."""
-    if tp is str:
-        return value
-    if tp is Path:
-        return Path(value)
-    if tp is bool:
-        low = value.lower()
-        if low in _TRUE:
-            return True
-        if low in _FALSE:
-            return False
-        raise _Mismatch
-    try:
-        return tp(value)
-    except (TypeError, ValueError):
-        raise _Mismatch from None
-
-
-def _convert_sequence(value: Any, seq: tuple, *, text: bool) -> Any:
-    """Convert a list/tuple value (or comma-separated strings when ``text``)."""
-    container, positions, elem = seq
-    if text:
-        pieces = [value] if isinstance(value, str) else list(value)
-        if all(isinstance(p, str) and p.strip() == "" for p in pieces):
-            items: list[Any] = []
-        else:
-            items = [part.strip() for piece in pieces for part in str(piece).split(",")]
-    else:
-        if not isinstance(value, (list, tuple)):
-            raise _Mismatch
-        items = list(value)
-    if positions is not None:
-        if len(items) != len(positions):
-            raise _Mismatch
-        out = [_convert(v, t, text=text) for v, t in zip(items, positions)]
-    else:
-        out = [_convert(v, elem, text=text) for v in items]
-    return container(out)
-
-
 def _show(value: Any) -> str:
-    """A value as it would be typed on the command line (for help and messages)."""
+    """A value as it would be typed on the command line (for messages)."""
     if value is None:
         return "none"
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
+        return str(int(value))
     if isinstance(value, (list, tuple)):
         return ",".join(_show(v) for v in value) if value else '""'
-    if isinstance(value, str) and value == "":
-        return '""'
     return str(value)
 
 
@@ -254,13 +248,17 @@ def _show(value: Any) -> str:
 
 
 @dataclasses.dataclass(frozen=True)
-class _Leaf:
+class Leaf:
     """One settable (non-dataclass) field, addressed by its dotted path."""
 
     path: str
     tp: Any
-    help: str
-    default: Any  # dataclasses.MISSING when the field is required
+    metadata: Mapping[str, Any]
+
+    @property
+    def may_change(self) -> bool:
+        """Whether ``--resume`` accepts a new value of this field."""
+        return bool(self.metadata.get("may_change", False))
 
 
 def _type_hints(cls: type) -> dict[str, Any]:
@@ -278,39 +276,26 @@ def _init_fields(cls: type) -> list[dataclasses.Field]:
     return [f for f in dataclasses.fields(cls) if f.init]
 
 
-def _field_default(f: dataclasses.Field) -> Any:
-    """A field's default value (calling its factory), or MISSING."""
-    if f.default is not dataclasses.MISSING:
-        return f.default
-    if f.default_factory is not dataclasses.MISSING:
-        return f.default_factory()
-    return dataclasses.MISSING
-
-
-def _leaves(cls: type, prefix: str = "", base: Any = None) -> Iterator[_Leaf]:
-    """Every leaf field of ``cls`` (recursing into nested dataclasses), in field order.
-
-    ``base`` is the default instance of a nested config (from the parent's default or
-    factory); its values take the place of the nested class's own field defaults.
-    """
+def leaf_fields(cls: type, prefix: str = "") -> Iterator[Leaf]:
+    """Every leaf field of the config class ``cls`` (recursing into nested dataclasses)."""
     hints = _type_hints(cls)
     for f in _init_fields(cls):
         path = prefix + f.name
         if not prefix and f.name in _RESERVED:
             raise TypeError(f"config field name {f.name!r} is reserved for the CLI")
         tp = hints[f.name]
-        default = getattr(base, f.name) if base is not None else _field_default(f)
         if _is_dataclass_type(tp):
-            yield from _leaves(tp, path + ".", None if default is dataclasses.MISSING else default)
+            yield from leaf_fields(tp, path + ".")
             continue
         _check_supported(tp, path)
-        yield _Leaf(path, tp, str(f.metadata.get("help", "")), default)
+        yield Leaf(path, tp, f.metadata)
 
 
-def _suggest(name: str, known: list[str], prefix: str = "") -> str:
-    """`` (did you mean X?)`` for the closest known name, or an empty string."""
-    close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
-    return f" (did you mean {prefix}{close[0]}?)" if close else ""
+def _get(cfg: Any, path: str) -> Any:
+    """The value at a dotted path of a config instance."""
+    for part in path.split("."):
+        cfg = getattr(cfg, part)
+    return cfg
 
 
 def _validate_tree(cls: type, data: Mapping[str, Any], source: str, prefix: str = "") -> dict:
@@ -323,8 +308,12 @@ def _validate_tree(cls: type, data: Mapping[str, Any], source: str, prefix: str 
     for key, value in data.items():
         path = prefix + str(key)
         if key not in fields:
+            import difflib
+
             known = [prefix + name for name in fields]
-            raise ConfigError(f"{source}: unknown key {path!r}{_suggest(path, known)}")
+            close = difflib.get_close_matches(path, known, n=1, cutoff=0.6)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise ConfigError(f"{source}: unknown key {path!r}{hint}")
         tp = hints[key]
         if _is_dataclass_type(tp):
             if not isinstance(value, Mapping):
@@ -336,7 +325,7 @@ def _validate_tree(cls: type, data: Mapping[str, Any], source: str, prefix: str 
             continue
         _check_supported(tp, path)
         try:
-            flat[path] = _convert(value, tp, text=False)
+            flat[path] = _convert(value, tp)
         except _Mismatch:
             raise ConfigError(
                 f"{source}: field {path!r} got {value!r} ({type(value).__name__}), "
@@ -346,31 +335,83 @@ def _validate_tree(cls: type, data: Mapping[str, Any], source: str, prefix: str 
 
 
 def _construct(
-    cls: type[T], flat: Mapping[str, Any], source: str, prefix: str = "", base=None
+    cls: type[T],
+    flat: Mapping[str, Any],
+    source: str,
+    prefix: str = "",
+    base=None,
+    missing_value: Any = dataclasses.MISSING,
 ) -> T:
-    """Build ``cls`` from validated ``flat`` values, falling back to defaults."""
+    """Build ``cls`` from validated ``flat`` values, falling back to ``base`` or defaults.
+
+    A required field without a value is an error, or ``missing_value`` when one is given
+    (``tyro.MISSING``: the command line must then supply it).
+    """
     hints = _type_hints(cls)
     kwargs: dict[str, Any] = {}
     missing: list[str] = []
     for f in _init_fields(cls):
         path = prefix + f.name
-        tp = hints[f.name]
-        if _is_dataclass_type(tp):
-            sub_base = getattr(base, f.name) if base is not None else _field_default(f)
-            sub_base = None if sub_base is dataclasses.MISSING else sub_base
-            kwargs[f.name] = _construct(tp, flat, source, path + ".", sub_base)
+        if _is_dataclass_type(hints[f.name]):
+            sub_base = getattr(base, f.name) if base is not None else None
+            if sub_base is None and f.default_factory is not dataclasses.MISSING:
+                sub_base = f.default_factory()
+            elif sub_base is None and f.default is not dataclasses.MISSING:
+                sub_base = f.default
+            kwargs[f.name] = _construct(
+                hints[f.name], flat, source, path + ".", sub_base, missing_value
+            )
         elif path in flat:
             kwargs[f.name] = flat[path]
         elif base is not None:
             kwargs[f.name] = copy.deepcopy(getattr(base, f.name))
         elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-            missing.append(path)
+            if missing_value is dataclasses.MISSING:
+                missing.append(path)
+            else:
+                kwargs[f.name] = missing_value
     if missing:
         raise ConfigError(f"{source}: missing required field(s): {', '.join(missing)}")
     try:
         return cls(**kwargs)
     except ValueError as exc:  # raised by a __post_init__ check
         raise ConfigError(f"{source}: invalid {cls.__name__}: {exc}") from exc
+
+
+def _bound_error(value: Any, bounds: Mapping[str, float]) -> bool:
+    """Whether a number lies outside ``bounds``."""
+    return (
+        ("ge" in bounds and not value >= bounds["ge"])
+        or ("gt" in bounds and not value > bounds["gt"])
+        or ("le" in bounds and not value <= bounds["le"])
+        or ("lt" in bounds and not value < bounds["lt"])
+    )
+
+
+def check_config(cfg: Any) -> None:
+    """Check every field's declared range, then the config's ``validate()`` (if any).
+
+    Raises ``ConfigError`` naming the flag, the value and the allowed range.
+    """
+    for leaf in leaf_fields(type(cfg)):
+        bounds = leaf.metadata.get("bounds") or {}
+        if not bounds:
+            continue
+        value = _get(cfg, leaf.path)
+        values = value if isinstance(value, (list, tuple)) else [value]
+        for v in values:
+            if v is not None and _bound_error(v, bounds):
+                raise ConfigError(
+                    f"{flag(leaf.path)} {_show(value)}: must be {_range_text(bounds)}"
+                )
+    validate = getattr(cfg, "validate", None)
+    if callable(validate):
+        try:
+            validate()
+        except ConfigError:
+            raise
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from exc
 
 
 # --------------------------------------------------------------------------- dict / json
@@ -395,8 +436,11 @@ def config_to_dict(cfg: Any) -> dict[str, Any]:
 
 
 def config_from_dict(config_cls: type[T], d: Mapping[str, Any], *, source: str = "config") -> T:
-    """Build ``config_cls`` from a nested dict, rejecting unknown keys and wrong types."""
-    return _construct(config_cls, _validate_tree(config_cls, d, source), source)
+    """Build ``config_cls`` from a nested dict, rejecting unknown keys, wrong types and
+    values outside the declared ranges."""
+    cfg = _construct(config_cls, _validate_tree(config_cls, d, source), source)
+    check_config(cfg)
+    return cfg
 
 
 def save_config(cfg: Any, path: str | Path) -> None:
@@ -404,16 +448,20 @@ def save_config(cfg: Any, path: str | Path) -> None:
     atomic_write_json(path, config_to_dict(cfg))
 
 
-def load_config(config_cls: type[T], path: str | Path) -> T:
-    """Read a config written by ``save_config`` (e.g. ``OUT/config.json`` on resume)."""
-    path = Path(path)
+def _read_json_config(path: Path) -> Any:
+    """The parsed JSON of a config file, or ConfigError naming the file."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {path}") from None
     except json.JSONDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid JSON: {exc}") from None
-    return config_from_dict(config_cls, data, source=f"config file {path}")
+
+
+def load_config(config_cls: type[T], path: str | Path) -> T:
+    """Read a config written by ``save_config`` (e.g. ``OUT/config.json``)."""
+    path = Path(path)
+    return config_from_dict(config_cls, _read_json_config(path), source=f"config file {path}")
 
 
 def load_preset(config_cls: type, path: str | Path) -> dict[str, Any]:
@@ -432,109 +480,28 @@ def load_preset(config_cls: type, path: str | Path) -> dict[str, Any]:
 # --------------------------------------------------------------------------- CLI
 
 
-class _Parser(argparse.ArgumentParser):
-    """ArgumentParser whose errors raise ConfigError (``raise_errors``) instead of exiting."""
-
-    raise_errors = True
-
-    def error(self, message: str) -> NoReturn:
-        if self.raise_errors:
-            raise ConfigError(message)
-        super().error(message)
-
-
-class _BoolAction(argparse.Action):
-    """``--flag`` (true), ``--flag VALUE`` (true/false/...), ``--no-flag`` (false)."""
-
-    def __init__(self, option_strings, dest, negatives=(), **kwargs):
-        self.negatives = frozenset(negatives)
-        super().__init__(option_strings, dest, nargs="?", **kwargs)
-
-    def __call__(self, parser, namespace, values, option_string=None):
-        if option_string in self.negatives:
-            if values is not None:
-                parser.error(f"argument {option_string}: takes no value (got {values!r})")
-            values = "false"
-        elif values is None:
-            values = "true"
-        setattr(namespace, self.dest, values)
-
-
-class _SequenceAction(argparse.Action):
-    """Collect the strings of every occurrence: ``--x 1,2 --x 3`` -> ["1,2", "3"]."""
-
-    def __call__(self, parser, namespace, values, option_string=None):
-        previous = getattr(namespace, self.dest, None)
-        collected = list(previous) if isinstance(previous, list) else []
-        collected.extend(values if isinstance(values, list) else [values])
-        setattr(namespace, self.dest, collected)
-
-
-class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
-    """Shows a boolean flag as ``--flag [BOOL], --no-flag``."""
-
-    def _format_action_invocation(self, action: argparse.Action) -> str:
-        if isinstance(action, _BoolAction):
-            positive = [s for s in action.option_strings if s not in action.negatives]
-            negative = [s for s in action.option_strings if s in action.negatives]
-            return f"{positive[0]} [{action.metavar}], {negative[0]}"
-        return super()._format_action_invocation(action)
-
-
-def _flag(path: str) -> str:
-    """The canonical flag of a dotted field path: ``optim.weight_decay`` -> ``--optim.weight-decay``."""
-    return "--" + path.replace("_", "-")
-
-
-def _negative_flags(path: str) -> list[str]:
-    """``--no-x`` for ``x``; ``--optim.no-x`` and ``--no-optim.x`` for ``optim.x``."""
-    head, _, name = path.rpartition(".")
-    flags = [_flag(f"{head}.no_{name}" if head else f"no_{name}")]
-    if head:
-        flags.append(_flag(f"no_{path}"))
-    return flags
-
-
-def _metavar(tp: Any) -> str | None:
-    """Placeholder shown in help (None lets argparse show {choices})."""
-    inner = _optional_inner(tp)
-    if inner is not None:
-        base = _metavar(inner)
-        return None if base is None else f"{base}|none"
-    if typing.get_origin(tp) is Literal:
-        return None
-    seq = _seq_args(tp)
-    if seq is not None:
-        _, positions, elem = seq
-        if positions is not None:
-            return ",".join(_metavar(p) or "X" for p in positions)
-        one = _metavar(elem) or "X"
-        return f"{one}[,{one}...]"
-    return _type_name(tp).upper()
-
-
-def _literal_choices(tp: Any) -> list[str] | None:
-    """String choices for argparse when ``tp`` is a (possibly optional) Literal."""
-    inner = _optional_inner(tp)
-    if inner is not None:
-        choices = _literal_choices(inner)
-        return None if choices is None else [*choices, "none"]
-    if typing.get_origin(tp) is Literal:
-        return [str(c) for c in typing.get_args(tp)]
-    return None
-
-
-def _help_text(leaf: _Leaf, preset_name: str | None, preset: Mapping[str, Any]) -> str:
-    """Field help plus its default (and the preset's value when it overrides the default)."""
-    parts = [leaf.help.strip()] if leaf.help.strip() else []
-    if leaf.default is dataclasses.MISSING:
-        tail = "required"
-    else:
-        tail = f"default: {_show(leaf.default)}"
-    if leaf.path in preset:
-        tail += f"; preset {preset_name!r} sets {_show(preset[leaf.path])}"
-    parts.append(f"({tail})")
-    return " ".join(parts).replace("%", "%%")
+def _take_option(argv: list[str], name: str) -> tuple[list[str], str | None]:
+    """Remove every ``name VALUE`` / ``name=VALUE`` from ``argv``; return (rest, last value)."""
+    rest: list[str] = []
+    value = None
+    i = 0
+    while i < len(argv):
+        token = argv[i]
+        if token == "--":
+            rest.extend(argv[i:])
+            break
+        if token == name:
+            if i + 1 >= len(argv):
+                raise ConfigError(f"{name} needs a value")
+            value = argv[i + 1]
+            i += 2
+            continue
+        if token.startswith(name + "="):
+            value = token.split("=", 1)[1]
+        else:
+            rest.append(token)
+        i += 1
+    return rest, value
 
 
 def _available_presets(preset_dir: Path | None) -> list[str]:
@@ -544,127 +511,75 @@ def _available_presets(preset_dir: Path | None) -> list[str]:
     return sorted(p.stem for p in Path(preset_dir).glob("*.toml"))
 
 
-def _build_parser(
-    config_cls: type,
-    leaves: list[_Leaf],
-    *,
-    preset_dir: Path | None,
-    preset_name: str | None,
-    preset: Mapping[str, Any],
-    description: str,
-) -> _Parser:
-    """An argparse parser with one flag per leaf; values stay strings, absent flags absent."""
-    presets = _available_presets(preset_dir)
-    epilog = [
-        "Precedence: field defaults < preset < command-line flags. Underscores and dashes in",
-        "flag names are interchangeable; list flags take comma-separated values or repeat;",
-        "optional fields take 'none'.",
-    ]
-    if preset_dir is not None:
-        listing = ", ".join(presets) if presets else "(none)"
-        epilog.append(f"Presets in {preset_dir}: {listing}")
-    parser = _Parser(
-        description=description or None,
-        usage="%(prog)s [-h] [--preset NAME|FILE.toml] [--FIELD VALUE ...]",
-        epilog="\n".join(epilog),
-        formatter_class=_HelpFormatter,
-        allow_abbrev=False,
-        argument_default=argparse.SUPPRESS,
-    )
-    parser.add_argument(
-        "--preset",
-        metavar="NAME|FILE.toml",
-        help="preset (TOML) to start from: a name in the preset directory or a path"
-        + (f" (in use: {preset_name})" if preset_name else ""),
-    )
-    groups: dict[str, argparse._ArgumentGroup] = {}
-    for leaf in leaves:
-        section, _, _ = leaf.path.rpartition(".")
-        target: Any = parser
-        if section:
-            if section not in groups:
-                groups[section] = parser.add_argument_group(f"[{section}]")
-            target = groups[section]
-        help_text = _help_text(leaf, preset_name, preset)
-        tp = _optional_inner(leaf.tp) or leaf.tp
-        if tp is bool:
-            negatives = _negative_flags(leaf.path)
-            target.add_argument(
-                _flag(leaf.path),
-                *negatives,
-                dest=leaf.path,
-                action=_BoolAction,
-                negatives=negatives,
-                metavar="BOOL" if leaf.tp is bool else "BOOL|none",
-                help=help_text,
-            )
-        elif _seq_args(tp) is not None:
-            target.add_argument(
-                _flag(leaf.path),
-                dest=leaf.path,
-                action=_SequenceAction,
-                metavar=_metavar(leaf.tp),
-                help=help_text,
-            )
-        else:
-            target.add_argument(
-                _flag(leaf.path),
-                dest=leaf.path,
-                choices=_literal_choices(leaf.tp),
-                metavar=_metavar(leaf.tp),
-                help=help_text,
-            )
-    return parser
-
-
-def _normalize_argv(argv: list[str], known: set[str]) -> list[str]:
-    """Rewrite ``--field_name[=v]`` to ``--field-name[=v]`` for known flags."""
-    out = []
-    for i, token in enumerate(argv):
-        if token == "--":
-            out.extend(argv[i:])
-            break
-        if token.startswith("--"):
-            name, sep, rest = token.partition("=")
-            dashed = name.replace("_", "-")
-            if dashed in known:
-                token = dashed + sep + rest
-        out.append(token)
-    return out
-
-
-def _preset_arg(argv: list[str]) -> str | None:
-    """The value of the last ``--preset`` in ``argv`` (None if absent)."""
-    value = None
-    for i, token in enumerate(argv):
-        if token == "--":
-            break
-        if token == "--preset" and i + 1 < len(argv):
-            value = argv[i + 1]
-        elif token.startswith("--preset="):
-            value = token.split("=", 1)[1]
-    return value
-
-
 def _find_preset(name: str, preset_dir: Path | None) -> Path:
     """Path of preset ``name`` (a name in ``preset_dir`` or a path to a .toml file)."""
     if name.endswith(".toml") or "/" in name or "\\" in name:
         path = Path(name)
         if not path.is_file():
-            raise ConfigError(f"preset file not found: {path}")
+            raise ConfigError(f"--preset: file not found: {path}")
         return path
-    if preset_dir is None:
-        raise ConfigError(
-            f"unknown preset {name!r}: this program has no preset directory; "
-            "pass a path to a .toml file"
-        )
-    path = Path(preset_dir) / f"{name}.toml"
-    if not path.is_file():
+    path = Path(preset_dir) / f"{name}.toml" if preset_dir is not None else None
+    if path is None or not path.is_file():
         available = ", ".join(_available_presets(preset_dir)) or "(none)"
-        raise ConfigError(
-            f"unknown preset {name!r}; available presets in {preset_dir}: {available}"
-        )
+        raise ConfigError(f"--preset: unknown preset {name!r}; available: {available}")
     return path
+
+
+def _split_values(argv: list[str], leaves: list[Leaf]) -> list[str]:
+    """Spell list values and None the way tyro reads them.
+
+    ``--dims 1,2 --dims 3`` becomes ``--dims 1 2 3`` (the occurrences of a list flag are
+    joined, as before tyro), and ``none`` after an optional flag becomes ``None``.
+    """
+    by_flag: dict[str, Leaf] = {}
+    for leaf in leaves:
+        by_flag[flag(leaf.path)] = leaf
+        by_flag["--" + leaf.path] = leaf
+    out: list[str] = []
+    seq_values: dict[str, list[str]] = {}  # list flag -> every value given, in order
+    seq_at: dict[str, int] = {}  # list flag -> its place in `out`
+    i = 0
+    while i < len(argv):
+        token = argv[i]
+        if token == "--":
+            out.extend(argv[i:])
+            break
+        name, eq, inline = token.partition("=")
+        leaf = by_flag.get(name) if token.startswith("--") else None
+        if leaf is None:
+            out.append(token)
+            i += 1
+            continue
+        values = [inline] if eq else []
+        i += 1
+        if not eq:
+            while i < len(argv) and not argv[i].startswith("--"):
+                values.append(argv[i])
+                i += 1
+        tp = _optional_inner(leaf.tp) or leaf.tp
+        if _optional_inner(leaf.tp) is not None:
+            values = ["None" if v.strip().lower() == "none" else v for v in values]
+        key = flag(leaf.path)
+        if _seq_args(tp) is not None:
+            pieces = [p.strip() for v in values for p in v.split(",") if p.strip()]
+            if key not in seq_at:
+                seq_at[key] = len(out)
+                out.append(key)
+                seq_values[key] = []
+            seq_values[key].extend(pieces)
+            continue
+        out.extend([key, *values])
+    # list values go right after their flag (where it first appeared)
+    for key, at in sorted(seq_at.items(), key=lambda kv: -kv[1]):
+        out[at + 1 : at + 1] = seq_values[key]
+    return out
+
+
+def _tyro_cli(config_cls: type[T], args: list[str], default: T, description: str) -> T:
+    """``tyro.cli`` with ``default`` as the defaults."""
+    import tyro
+
+    return tyro.cli(config_cls, args=args, default=default, description=description or None)
 
 
 def _resolve(
@@ -673,53 +588,64 @@ def _resolve(
     preset_dir: Path | None,
     default_preset: str | None,
     description: str,
+    quiet: bool,
 ) -> T:
     """parse_config without the exit: raises ConfigError on any problem."""
-    leaves = list(_leaves(config_cls))
-    requested = _preset_arg(argv)
-    preset_path: Path | None = None
-    if requested is not None:
-        preset_path = _find_preset(requested, preset_dir)
-    elif default_preset and preset_dir is not None:
-        candidate = Path(preset_dir) / f"{default_preset}.toml"
-        preset_path = candidate if candidate.is_file() else None
-    preset = load_preset(config_cls, preset_path) if preset_path is not None else {}
-    preset_name = None
-    if preset_path is not None:
-        preset_name = requested if requested is not None else default_preset
-    parser = _build_parser(
-        config_cls,
-        leaves,
-        preset_dir=preset_dir,
-        preset_name=preset_name,
-        preset=preset,
-        description=description,
-    )
-    known = {s for action in parser._actions for s in action.option_strings}
-    namespace, extra = parser.parse_known_args(_normalize_argv(argv, known))
-    if extra:
-        token = extra[0]
-        if token.startswith("-"):
-            name = token.split("=", 1)[0]
-            flags = sorted(s for s in known if s.startswith("--"))
-            raise ConfigError(f"unknown flag {name}{_suggest(name, flags)}")
-        raise ConfigError(f"unexpected argument {token!r} (every option is a --flag)")
-    given = vars(namespace)
-    given.pop("preset", None)
-    by_path = {leaf.path: leaf for leaf in leaves}
-    flat = dict(preset)
-    for path, raw in given.items():
-        leaf = by_path[path]
+    leaves = list(leaf_fields(config_cls))
+    argv, preset_name = _take_option(argv, "--preset")
+    argv, config_file = _take_option(argv, "--config")
+    if preset_name is not None and config_file is not None:
+        raise ConfigError("give --preset or --config, not both (a saved config is complete)")
+    if config_file is not None:
+        path = Path(config_file)
+        if path.is_dir():
+            path = path / "config.json"
+        data = _read_json_config(path)
+        if isinstance(data, dict):
+            data = {k: v for k, v in data.items() if k not in RUN_ACTIONS}
+        base = config_from_dict(config_cls, data, source=f"--config {path}")
+        source = f"--config {path}"
+    else:
+        if preset_name is not None:
+            preset_path: Path | None = _find_preset(preset_name, preset_dir)
+        elif default_preset and preset_dir is not None:
+            candidate = Path(preset_dir) / f"{default_preset}.toml"
+            preset_path = candidate if candidate.is_file() else None
+        else:
+            preset_path = None
+        flat = load_preset(config_cls, preset_path) if preset_path is not None else {}
+        source = f"preset {preset_path}" if preset_path is not None else "defaults"
+        import tyro
+
+        base = _construct(config_cls, flat, source, missing_value=tyro.MISSING)
+    notes = [
+        "--preset NAME|FILE.toml: start from a preset"
+        + (f" (available: {', '.join(_available_presets(preset_dir))})" if preset_dir else ""),
+        "--config RUN/config.json: start from a saved run's config (flags override it)",
+        "Defaults shown are after the preset; lists take 1,2,3 or 1 2 3; optional values take none.",
+    ]
+    text = "\n".join(filter(None, [description.strip(), *notes]))
+    args = _split_values(argv, leaves)
+    if quiet:
+        buffer = io.StringIO()
         try:
-            flat[path] = _convert(raw, leaf.tp, text=True)
-        except _Mismatch:
-            shown = ",".join(raw) if isinstance(raw, list) else raw
-            raise ConfigError(
-                f"argument {_flag(path)}: invalid value {shown!r} for field {path!r} "
-                f"(expected {_type_name(leaf.tp)})"
-            ) from None
-    source = "command line" if preset_path is None else f"command line + preset {preset_path}"
-    return _construct(config_cls, flat, source)
+            with contextlib.redirect_stderr(buffer), contextlib.redirect_stdout(buffer):
+                cfg = _tyro_cli(config_cls, args, base, text)
+        except SystemExit as exc:
+            if exc.code in (0, None):
+                raise
+            message = " ".join(line.strip(" │╭╮╰╯─") for line in buffer.getvalue().splitlines())
+            raise ConfigError(" ".join(message.split())) from None
+    else:
+        cfg = _tyro_cli(config_cls, args, base, text)
+    check_config(cfg)
+    return cfg
+
+
+def _exit_with(message: str) -> NoReturn:
+    """Print ``error: message`` to stderr and exit with status 2 (argparse's convention)."""
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    raise SystemExit(2)
 
 
 def parse_config(
@@ -731,26 +657,21 @@ def parse_config(
     description: str = "",
     exit_on_error: bool = True,
 ) -> T:
-    """Build ``config_cls`` from defaults < preset < ``argv`` flags (``sys.argv[1:]`` if None).
+    """Build ``config_cls`` from defaults < preset or ``--config`` < ``argv`` flags.
 
     ``--preset NAME`` picks ``preset_dir/NAME.toml`` (or a path to a .toml file); without
-    it ``preset_dir/<default_preset>.toml`` applies when present. Errors print as argparse
-    errors and exit with status 2, or raise ConfigError when ``exit_on_error`` is False.
+    it ``preset_dir/<default_preset>.toml`` applies when present. ``--config FILE`` starts
+    from a saved ``config.json`` (its ``resume``/``overwrite`` are not carried over).
+    Errors (bad flags and values, fields out of range, a ``validate()`` failure) print a
+    message and exit with status 2, or raise ``ConfigError`` when ``exit_on_error`` is False.
     """
     args = list(sys.argv[1:] if argv is None else argv)
     preset_dir = Path(preset_dir) if preset_dir is not None else None
     try:
-        return _resolve(config_cls, args, preset_dir, default_preset, description)
+        return _resolve(
+            config_cls, args, preset_dir, default_preset, description, quiet=not exit_on_error
+        )
     except ConfigError as exc:
         if not exit_on_error:
             raise
-        parser = _build_parser(
-            config_cls,
-            list(_leaves(config_cls)),
-            preset_dir=preset_dir,
-            preset_name=None,
-            preset={},
-            description=description,
-        )
-        parser.raise_errors = False
-        parser.error(str(exc))
+        _exit_with(str(exc))

@@ -21,7 +21,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from mm_train.seeding import resolve_device
+from mm_train.seeding import resolve_device, sample_seed, seeded
 
 
 @dataclass(frozen=True)
@@ -123,48 +123,6 @@ def all_reduce_mean(tensor: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def _gather_sizes(tensor: torch.Tensor) -> list[int]:
-    """Dim-0 size of ``tensor`` on every rank."""
-    size = torch.tensor([tensor.shape[0]], dtype=torch.long, device=tensor.device)
-    sizes = [torch.empty_like(size) for _ in range(dist.get_world_size())]
-    dist.all_gather(sizes, size)
-    return [int(s.item()) for s in sizes]
-
-
-class _AllGatherWithGrad(torch.autograd.Function):
-    """All-gather along dim 0; the gradient of this rank's slice is summed over ranks."""
-
-    @staticmethod
-    def forward(ctx: Any, tensor: torch.Tensor) -> torch.Tensor:
-        sizes = _gather_sizes(tensor)
-        rank = dist.get_rank()
-        ctx.offset, ctx.size = sum(sizes[:rank]), sizes[rank]
-        longest = max(sizes)
-        padded = tensor.contiguous()
-        if tensor.shape[0] < longest:  # all_gather needs equal shapes: pad, then cut
-            pad = tensor.new_zeros((longest - tensor.shape[0], *tensor.shape[1:]))
-            padded = torch.cat([padded, pad])
-        parts = [torch.empty_like(padded) for _ in sizes]
-        dist.all_gather(parts, padded)
-        return torch.cat([part[:n] for part, n in zip(parts, sizes)])
-
-    @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
-        # Every rank's loss used this rank's rows: their total gradient is the sum.
-        grad = grad.contiguous().clone()
-        dist.all_reduce(grad, op=dist.ReduceOp.SUM)
-        return grad[ctx.offset : ctx.offset + ctx.size]
-
-
-def all_gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:
-    """Concatenate ``tensor`` from every rank along dim 0, differentiably (identity alone)."""
-    if not is_distributed():
-        return tensor
-    if tensor.ndim == 0:
-        raise ValueError("all_gather_with_grad needs a tensor with a batch dimension (dim 0)")
-    return _AllGatherWithGrad.apply(tensor)
-
-
 class ResumableDistributedSampler(Sampler[int]):
     """Each rank's share of a per-epoch permutation, which can start part-way into an epoch.
 
@@ -243,6 +201,39 @@ class ResumableDistributedSampler(Sampler[int]):
         return self.num_samples - self.start
 
 
+class SeededDataset(Dataset):
+    """``dataset[i]`` drawn with every global generator seeded from (seed, epoch, i).
+
+    Random augmentation inside ``__getitem__`` (torchvision, timm, numpy, ``random``) then
+    depends only on the sample and the epoch, not on which worker process loads it or
+    what it loaded before. So a run resumed mid-epoch, with any ``num_workers``, draws
+    exactly the augmentations the uninterrupted run drew. The caller's generators are
+    restored after each sample. ``fit`` calls ``set_epoch`` at the start of each epoch.
+    Attributes of the wrapped dataset are reachable on the wrapper.
+    """
+
+    def __init__(self, dataset: Dataset, seed: int) -> None:
+        self.dataset = dataset
+        self.seed = int(seed)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Draw the augmentations of ``epoch`` from now on."""
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int) -> Any:
+        with seeded(sample_seed(self.seed, self.epoch, int(index))):
+            return self.dataset[index]
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "dataset":  # not set yet (unpickling)
+            raise AttributeError(name)
+        return getattr(self.dataset, name)
+
+
 def make_dataloader(
     dataset: Dataset,
     *,
@@ -251,18 +242,28 @@ def make_dataloader(
     seed: int = 0,
     drop_last: bool = False,
     info: DistInfo | None = None,
+    seed_samples: bool = True,
     **loader_kwargs: Any,
 ) -> DataLoader:
     """A DataLoader over this rank's share of ``dataset`` with a ``ResumableDistributedSampler``.
 
     ``batch_size`` is per process. ``drop_last`` drops the incomplete last batch as well as
-    the samples that do not divide evenly between ranks. Extra keyword arguments
-    (``num_workers``, ``collate_fn``, ``pin_memory``, ...) go to ``DataLoader``.
+    the samples that do not divide evenly between ranks. With ``seed_samples`` (default)
+    the dataset is wrapped in ``SeededDataset``, so per-sample randomness is a function of
+    (seed, epoch, index) and resume is exact with worker processes and random transforms.
+    Extra keyword arguments (``num_workers``, ``collate_fn``, ``pin_memory``, ...) go to
+    ``DataLoader``; ``persistent_workers`` is refused with ``seed_samples`` (the workers
+    would keep the first epoch's seeds).
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if "sampler" in loader_kwargs or "batch_sampler" in loader_kwargs:
         raise ValueError("make_dataloader builds its own sampler; do not pass `sampler`")
+    if seed_samples and loader_kwargs.get("persistent_workers"):
+        raise ValueError(
+            "persistent_workers=True keeps the dataset of the first epoch in the workers, so "
+            "per-sample seeds would not follow the epoch; pass seed_samples=False to use it"
+        )
     info = info if info is not None else DistInfo(rank=get_rank(), world_size=get_world_size())
     sampler = ResumableDistributedSampler(
         dataset,
@@ -272,6 +273,8 @@ def make_dataloader(
         seed=seed,
         drop_last=drop_last,
     )
+    if seed_samples:
+        dataset = SeededDataset(dataset, seed)
     return DataLoader(
         dataset, batch_size=batch_size, sampler=sampler, drop_last=drop_last, **loader_kwargs
     )

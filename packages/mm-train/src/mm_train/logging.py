@@ -1,9 +1,11 @@
 """Run outputs that a person or a script reads: metrics, summary and progress.
 
 - ``RunLogger`` appends one JSON object per log call to ``OUT/metrics.jsonl`` (flushed
-  line by line, so a killed run keeps what it logged) and writes ``OUT/summary.json``
-  atomically. On resume it first drops the lines logged after the resumed step, so the
-  file never holds two versions of a step.
+  line by line, so a killed run keeps what it logged), sends the same metrics to the
+  loggers asked for (TensorBoard, Weights & Biases offline: the ``MetricLogger``
+  protocol) and writes ``OUT/summary.json`` atomically. On resume it first drops what
+  was logged after the resumed step, so no sink holds two versions of a step.
+- ``plot_curves`` draws the loss and learning-rate curves of ``metrics.jsonl`` to a PNG.
 - ``Progress`` is a tqdm bar with loss, samples/s and ETA on a terminal; when stderr is
   not a terminal (a log file, a cluster job) it prints a plain status line at most every
   ~10% of the run or every 30 s instead of redrawing a bar.
@@ -24,17 +26,23 @@ import os
 import sys
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, BinaryIO, TextIO
+from typing import Any, BinaryIO, Protocol, TextIO
 
 from tqdm import tqdm
 
 __all__ = [
+    "LOGGER_NAMES",
+    "JsonlLogger",
+    "MetricLogger",
     "Progress",
     "RunLogger",
+    "TensorBoardLogger",
+    "WandbLogger",
     "atomic_write_json",
     "atomic_write_text",
+    "plot_curves",
 ]
 
 # Indirection so tests can drive the plain-progress timer without sleeping.
@@ -160,12 +168,120 @@ def _keep_until(path: Path, last_step: int) -> None:
     atomic_write_text(path, "".join(kept))
 
 
-class RunLogger:
-    """Metrics log (``metrics.jsonl``, one JSON object per ``log``) and ``summary.json``.
+LOGGER_NAMES = ("tensorboard", "wandb")
 
-    ``resume_step=None`` starts a fresh ``metrics.jsonl``; ``resume_step=N`` keeps the
-    existing file's lines with ``step <= N`` and appends after them. With
-    ``enabled=False`` (non-zero DDP ranks) or ``out_dir=None`` every method is a no-op.
+
+class MetricLogger(Protocol):
+    """A sink for step metrics: ``RunLogger`` fans every ``log`` call out to these."""
+
+    def log(self, step: int, metrics: Mapping[str, float]) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class JsonlLogger:
+    """``OUT/metrics.jsonl``: one JSON object per ``log``, flushed line by line.
+
+    ``resume_step=None`` starts a fresh file; ``resume_step=N`` keeps the existing
+    file's lines with ``step <= N`` (dropping a half-written last line) and appends.
+    """
+
+    def __init__(self, path: Path, resume_step: int | None = None) -> None:
+        if resume_step is None:
+            mode = "w"
+        else:
+            _keep_until(path, int(resume_step))
+            mode = "a"
+        self._file: TextIO | None = open(path, mode, encoding="utf-8")  # noqa: SIM115
+
+    def log(self, step: int, metrics: Mapping[str, float]) -> None:
+        if self._file is None:
+            raise ValueError("RunLogger.log called after close()")
+        self._file.write(json.dumps({"step": int(step), **metrics}) + "\n")
+        self._file.flush()
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+class TensorBoardLogger:
+    """TensorBoard event files under ``OUT/tensorboard`` (``torch.utils.tensorboard``).
+
+    On resume at step N the events after N are purged, so curves have no doubled steps.
+    """
+
+    def __init__(self, log_dir: Path, resume_step: int | None = None) -> None:
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError as exc:  # tensorboard is an optional dependency
+            raise ImportError(
+                "--loggers tensorboard needs the tensorboard package: "
+                "pip install 'mm-train[tensorboard]'"
+            ) from exc
+        purge = None if resume_step is None else int(resume_step) + 1
+        self._writer = SummaryWriter(log_dir=str(log_dir), purge_step=purge)
+
+    def log(self, step: int, metrics: Mapping[str, float]) -> None:
+        for key, value in metrics.items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                self._writer.add_scalar(key, value, global_step=int(step))
+        self._writer.flush()
+
+    def close(self) -> None:
+        self._writer.close()
+
+
+class WandbLogger:
+    """Weights & Biases in offline mode (no network): ``OUT/wandb/offline-run-*``.
+
+    ``wandb sync OUT/wandb/offline-run-*`` uploads a run later. The run id is kept in
+    ``OUT/wandb/run_id`` so a resumed run continues the same W&B run. ``WANDB_MODE``
+    (e.g. ``online``) and ``WANDB_PROJECT`` in the environment take precedence.
+    """
+
+    def __init__(
+        self, out_dir: Path, resume_step: int | None = None, config: Mapping | None = None
+    ) -> None:
+        try:
+            import wandb
+        except ImportError as exc:  # wandb is an optional dependency
+            raise ImportError(
+                "--loggers wandb needs the wandb package: pip install 'mm-train[wandb]'"
+            ) from exc
+        folder = out_dir / "wandb"
+        folder.mkdir(parents=True, exist_ok=True)
+        id_file = folder / "run_id"
+        if resume_step is not None and id_file.is_file():
+            run_id = id_file.read_text(encoding="utf-8").strip()
+        else:
+            run_id = uuid.uuid4().hex[:12]
+            atomic_write_text(id_file, run_id + "\n")
+        self._run = wandb.init(
+            project=os.environ.get("WANDB_PROJECT", "mm-toolkit"),
+            name=out_dir.name,
+            id=run_id,
+            dir=str(out_dir),
+            mode=os.environ.get("WANDB_MODE", "offline"),
+            resume="allow",
+            config=dict(config or {}),
+        )
+
+    def log(self, step: int, metrics: Mapping[str, float]) -> None:
+        self._run.log(dict(metrics), step=int(step))
+
+    def close(self) -> None:
+        self._run.finish()
+
+
+class RunLogger:
+    """Step metrics to ``metrics.jsonl`` (always) and the chosen loggers; ``summary.json``.
+
+    ``loggers`` names extra sinks (``"tensorboard"``, ``"wandb"``); ``config`` is shown by
+    W&B. ``resume_step=None`` starts fresh; ``resume_step=N`` continues after step N
+    (later lines and events are dropped first). With ``enabled=False`` (non-zero DDP
+    ranks) or ``out_dir=None`` every method is a no-op.
     """
 
     def __init__(
@@ -173,21 +289,26 @@ class RunLogger:
         out_dir: str | Path | None,
         enabled: bool = True,
         resume_step: int | None = None,
+        *,
+        loggers: Sequence[str] = (),
+        config: Mapping[str, Any] | None = None,
     ) -> None:
         self.enabled = bool(enabled) and out_dir is not None
         self.out_dir = Path(out_dir) if out_dir is not None else None
-        self._file: TextIO | None = None
-        self._closed = False
+        self.sinks: list[MetricLogger] = []
+        unknown = [name for name in loggers if name not in LOGGER_NAMES]
+        if unknown:
+            raise ValueError(f"unknown logger(s) {unknown}; choose from {LOGGER_NAMES}")
         if not self.enabled:
             return
         assert self.out_dir is not None
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        if resume_step is None:
-            mode = "w"
-        else:
-            _keep_until(self.metrics_path, int(resume_step))
-            mode = "a"
-        self._file = open(self.metrics_path, mode, encoding="utf-8")  # noqa: SIM115
+        self.sinks.append(JsonlLogger(self.metrics_path, resume_step))
+        for name in dict.fromkeys(loggers):
+            if name == "tensorboard":
+                self.sinks.append(TensorBoardLogger(self.out_dir / "tensorboard", resume_step))
+            else:
+                self.sinks.append(WandbLogger(self.out_dir, resume_step, config))
 
     @property
     def metrics_path(self) -> Path:
@@ -204,18 +325,16 @@ class RunLogger:
         return self.out_dir / "summary.json"
 
     def log(self, step: int, metrics: Mapping[str, float | int]) -> None:
-        """Append ``{"step": step, **metrics}`` as one JSON line and flush it."""
+        """Send ``{"step": step, **metrics}`` to every sink (metrics.jsonl is flushed)."""
         if not self.enabled:
             return
-        if self._file is None:
+        if not self.sinks:
             raise ValueError("RunLogger.log called after close()")
         if "step" in metrics:
             raise ValueError("metrics must not contain the key 'step'; pass it as `step`")
-        record: dict[str, Any] = {"step": int(step)}
-        for key, value in metrics.items():
-            record[str(key)] = _to_scalar(value, str(key))
-        self._file.write(json.dumps(record) + "\n")
-        self._file.flush()
+        record = {str(key): _to_scalar(value, str(key)) for key, value in metrics.items()}
+        for sink in self.sinks:
+            sink.log(step, record)
 
     def write_summary(self, summary: Mapping[str, Any]) -> None:
         """Write ``summary.json`` atomically; nested mappings are flattened to ``a/b`` keys."""
@@ -224,16 +343,61 @@ class RunLogger:
         atomic_write_json(self.summary_path, _flatten(summary))
 
     def close(self) -> None:
-        """Close ``metrics.jsonl``; safe to call twice."""
-        if self._file is not None:
-            self._file.close()
-            self._file = None
+        """Close every sink; safe to call twice."""
+        sinks, self.sinks = self.sinks, []
+        for sink in sinks:
+            sink.close()
 
     def __enter__(self) -> RunLogger:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def plot_curves(out_dir: str | Path, path: str | Path | None = None) -> Path | None:
+    """Plot ``loss`` (and the other step metrics) and ``lr`` of ``metrics.jsonl`` to a PNG.
+
+    Writes ``OUT/curves.png`` (or ``path``); returns it, or None when nothing was logged.
+    """
+    out_dir = Path(out_dir)
+    rows = []
+    metrics = out_dir / "metrics.jsonl"
+    if metrics.is_file():
+        for line in metrics.read_text(encoding="utf-8").splitlines():
+            with contextlib.suppress(json.JSONDecodeError):
+                rows.append(json.loads(line))
+    rows = [r for r in rows if isinstance(r, dict) and "loss" in r]
+    if not rows:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = [r["step"] for r in rows]
+    has_lr = any("lr" in r for r in rows)
+    fig, axes = plt.subplots(1, 2 if has_lr else 1, figsize=(10 if has_lr else 5, 3.5))
+    axes = list(axes) if has_lr else [axes]
+    extra = [k for k in ("task_loss", "eval_loss", "val_loss") if any(k in r for r in rows)]
+    for key in ["loss", *extra]:
+        points = [(r["step"], r[key]) for r in rows if isinstance(r.get(key), (int, float))]
+        axes[0].plot(*zip(*points), label=key)
+    axes[0].set_xlabel("step")
+    axes[0].set_ylabel("loss")
+    axes[0].legend()
+    axes[0].grid(alpha=0.3)
+    if has_lr:
+        axes[1].plot(steps, [r.get("lr", float("nan")) for r in rows], color="tab:orange")
+        axes[1].set_xlabel("step")
+        axes[1].set_ylabel("learning rate")
+        axes[1].grid(alpha=0.3)
+    fig.suptitle(out_dir.name)
+    fig.tight_layout()
+    target = Path(path) if path is not None else out_dir / "curves.png"
+    atomic_write(target, lambda f: fig.savefig(f, format="png", dpi=100))
+    plt.close(fig)
+    return target
 
 
 # --------------------------------------------------------------------------- progress

@@ -18,15 +18,22 @@ Data comes in two kinds:
   :class:`OnlineSampler` around a ``torch.Generator``) that state is checkpointed too.
 
 A checkpoint holds the model (unwrapped from DDP), optimizer, scheduler, GradScaler, every
-``stateful`` module, the step and epoch, the data position and the RNG state of every rank.
+``stateful`` object of every rank, the step and epoch, the data position, the partial
+logging window and the RNG state of every rank. ``resume=True`` loads the newest
+readable checkpoint (an unreadable newest file is skipped with a warning). SIGTERM or
+SIGUSR1 (a cluster's preemption or time limit) lets the current step finish, writes a
+checkpoint and exits; ``--resume`` then continues as if nothing had happened.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
+import signal
 import sys
+import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sized
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Sized
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,19 +44,20 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import RandomSampler
 
-from mm_train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, unwrap_model
-from mm_train.distributed import (
-    ResumableDistributedSampler,
-    all_reduce_mean,
-    barrier,
-    get_rank,
-    get_world_size,
+from mm_train.checkpoint import (
+    list_checkpoints,
+    load_checkpoint,
+    load_newest_readable,
+    save_checkpoint,
+    unwrap_model,
 )
-from mm_train.logging import Progress, RunLogger
+from mm_train.distributed import ResumableDistributedSampler, barrier, get_rank, get_world_size
+from mm_train.logging import Progress, RunLogger, plot_curves
 from mm_train.seeding import rng_state, seed_everything, set_rng_state, worker_seed
 
 AMP_MODES = ("off", "bf16", "fp16")
-CHECKPOINT_FORMAT = 1
+CHECKPOINT_FORMAT = 2  # 2: stateful objects and the logging window per rank
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 
 StepOutput = torch.Tensor | tuple[torch.Tensor, Mapping[str, Any]]
 StepFn = Callable[[nn.Module, Any], StepOutput]
@@ -58,6 +66,36 @@ EvalFn = Callable[[nn.Module, int], Mapping[str, Any] | None]
 
 class NonFiniteLossError(RuntimeError):
     """The training loss became NaN or infinite; the message names the step."""
+
+
+class Interrupted(SystemExit):
+    """SIGTERM/SIGUSR1 stopped ``fit`` after a step and a checkpoint; exit code 128 + signal."""
+
+    def __init__(self, signum: int, step: int, checkpoint: Path | None) -> None:
+        super().__init__(128 + signum)
+        self.signum, self.step, self.checkpoint = signum, step, checkpoint
+
+
+class _StopRequest:
+    """Remembers a stop signal; while ``installed()``, SIGTERM/SIGUSR1 only set it."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.signum = signum
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield  # signal handlers can only be set from the main thread
+            return
+        previous = {sig: signal.signal(sig, self._handle) for sig in STOP_SIGNALS}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
 
 @dataclass
@@ -179,8 +217,28 @@ def _gather_objects(obj: Any) -> list[Any]:
     if get_world_size() == 1:
         return [obj]
     out: list[Any] = [None] * get_world_size()
-    dist.all_gather_object(out, obj)
+    dist.all_gather_object(out, _to_cpu(obj))
     return out
+
+
+def _to_cpu(obj: Any) -> Any:
+    """``obj`` with every tensor (in nested dicts/lists/tuples) moved to the CPU."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu()
+    if isinstance(obj, Mapping):
+        return {k: _to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return type(obj)(_to_cpu(v) for v in obj)
+    return obj
+
+
+def _mean_over_ranks(metrics: Mapping[str, float]) -> dict[str, float]:
+    """Each metric averaged over the ranks that report it (the identity in one process)."""
+    if get_world_size() == 1:
+        return dict(metrics)
+    gathered = _gather_objects(dict(metrics))
+    keys = list(dict.fromkeys(k for m in gathered for k in m))
+    return {k: sum(m[k] for m in gathered if k in m) / sum(k in m for m in gathered) for k in keys}
 
 
 def _check_positive(name: str, value: int | float | None, allow_none: bool = True) -> None:
@@ -209,6 +267,37 @@ class _Window:
             value = value.detach().float() if isinstance(value, torch.Tensor) else float(value)
             self.metrics[key] = self.metrics.get(key, 0.0) + value
             self.counts[key] = self.counts.get(key, 0) + 1
+
+    def state_dict(self) -> dict[str, Any]:
+        """The sums and counts (not the timer), so a resumed run logs the same means."""
+        return _to_cpu(
+            {
+                "steps": self.steps,
+                "loss": self.loss,
+                "samples": self.samples,
+                "grad_norm": self.grad_norm,
+                "metrics": dict(self.metrics),
+                "counts": dict(self.counts),
+            }
+        )
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any] | None, device: torch.device) -> _Window:
+        """A window continuing ``state`` (a fresh one for None)."""
+        if not state:
+            return cls()
+
+        def on_device(v: Any) -> Any:
+            return v.to(device) if isinstance(v, torch.Tensor) else v
+
+        return cls(
+            steps=int(state["steps"]),
+            loss=float(state["loss"]),
+            samples=int(state["samples"]),
+            grad_norm=on_device(state["grad_norm"]),
+            metrics={k: on_device(v) for k, v in state["metrics"].items()},
+            counts=dict(state["counts"]),
+        )
 
     def means(self) -> dict[str, float]:
         """Mean loss, grad norm and metrics over the window, plus throughput."""
@@ -267,6 +356,8 @@ class _Trainer:
     last_eval: dict[str, float] = field(default_factory=dict)
     last_checkpoint: Path | None = None
     pending_rng: dict[str, Any] | None = None
+    stop: _StopRequest = field(default_factory=_StopRequest)
+    stop_now: bool = False
 
     @property
     def is_main(self) -> bool:
@@ -318,8 +409,14 @@ class _Trainer:
             self.window.add_metrics(metrics)
             samples += _batch_size(batch) * self.world_size
         step_loss = loss_sum / window
-        if self.world_size > 1:  # every rank sees the same value, so all of them stop together
-            step_loss = all_reduce_mean(step_loss)
+        stop = self.stop.signum is not None
+        if self.world_size > 1:
+            # one collective: the mean loss (every rank sees the same value, so all of them
+            # stop together on NaN) and whether any rank was asked to stop
+            both = torch.stack([step_loss, torch.tensor(float(stop), device=self.device)])
+            dist.all_reduce(both, op=dist.ReduceOp.SUM)
+            step_loss, stop = both[0] / self.world_size, bool(both[1] > 0)
+        self.stop_now = stop
         value = float(step_loss)
         if not math.isfinite(value):
             where = f"step {step}" if self.online else f"step {step} (epoch {self.pos.epoch})"
@@ -351,12 +448,13 @@ class _Trainer:
         self.progress_bar.update(1, samples=samples, loss=loss, lr=lr)
         if step % self.log_every == 0 or step == self.total_steps:
             metrics = self.window.means()
-            metrics["lr"] = lr
-            metrics["epoch"] = self.pos.epoch
             for name, module in self.stateful.items():
                 if hasattr(module, "diagnostics"):
                     for key, value in module.diagnostics().items():
                         metrics[f"{name}/{key}"] = float(value)
+            metrics = _mean_over_ranks(metrics)
+            metrics["lr"] = lr
+            metrics["epoch"] = self.pos.epoch
             self.logger.log(step, metrics)
             self.last_metrics = metrics
             self.window = _Window()
@@ -367,18 +465,43 @@ class _Trainer:
             self.evaluate(step)
         if self.on_step_end is not None:
             self.on_step_end(step)
+        if self.stop_now and step != self.total_steps:
+            self.interrupt()
         every = self.checkpoint_every
         if every is not None and step % every == 0 and step != self.total_steps:
             self.save()
 
+    def interrupt(self) -> None:
+        """Write a checkpoint after this step and exit (a stop signal arrived)."""
+        signum = self.stop.signum or int(signal.SIGTERM)  # another rank got it
+        if self.out_dir is not None:
+            self.save()
+        name = signal.Signals(signum).name
+        if self.out_dir is not None:
+            _note(
+                f"{name}: stopped after step {self.pos.step}; checkpoint "
+                f"{self.last_checkpoint} written; continue with --resume"
+            )
+        else:
+            _note(f"{name}: stopped after step {self.pos.step} (no out_dir, no checkpoint)")
+        raise Interrupted(signum, self.pos.step, self.last_checkpoint)
+
     def evaluate(self, step: int) -> None:
-        """Run ``eval_fn`` on the unwrapped model in eval mode and log what it returns."""
-        self.model.eval()
+        """Run ``eval_fn`` on the unwrapped model in eval mode and log what it returns.
+
+        Stateful modules (losses with per-sample state) are in eval mode too, so an
+        evaluation pass that calls the loss does not write its state.
+        """
+        modules = [self.model] + [m for m in self.stateful.values() if isinstance(m, nn.Module)]
+        modes = [(m, m.training) for m in modules]
+        for m in modules:
+            m.eval()
         try:
             result = self.eval_fn(unwrap_model(self.model), step) or {}
         finally:
-            self.model.train()
-        self.last_eval = {k: float(v) for k, v in result.items()}
+            for m, training in modes:
+                m.train(training)
+        self.last_eval = _mean_over_ranks({k: float(v) for k, v in result.items()})
         if self.last_eval:
             self.logger.log(step, self.last_eval)
 
@@ -403,6 +526,9 @@ class _Trainer:
         sampler = self.sampler()
         if hasattr(sampler, "set_epoch"):
             sampler.set_epoch(self.pos.epoch)
+        dataset = getattr(self.data, "dataset", None)
+        if hasattr(dataset, "set_epoch"):  # per-sample seeding (see make_dataloader)
+            dataset.set_epoch(self.pos.epoch)
         num_batches = len(self.data)
         consumed = self.pos.batches_in_epoch
         batch_size = getattr(self.data, "batch_size", None)
@@ -436,6 +562,8 @@ class _Trainer:
             self.data.state_dict() if self.online and hasattr(self.data, "state_dict") else None
         )
         data_states = _gather_objects(data_state)
+        stateful = _gather_objects({name: m.state_dict() for name, m in self.stateful.items()})
+        windows = _gather_objects(self.window.state_dict())
         if self.is_main:
             state = {
                 "format": CHECKPOINT_FORMAT,
@@ -448,7 +576,8 @@ class _Trainer:
                 "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
                 "scaler": self.scaler.state_dict() if self.scaler is not None else None,
-                "stateful": {name: m.state_dict() for name, m in self.stateful.items()},
+                "stateful": stateful,  # one dict per rank
+                "window": windows,
                 "rng": rng,
                 "data": data_states,
                 "metrics": dict(self.last_metrics),
@@ -458,12 +587,15 @@ class _Trainer:
             )
         barrier()
 
-    def restore(self, path: Path) -> None:
+    def restore(self, path: Path, state: dict[str, Any]) -> None:
         """Load a checkpoint written by ``save`` into every object and the position."""
-        state = load_checkpoint(path, map_location="cpu")
-        if state.get("format") != CHECKPOINT_FORMAT:
+        if state.get("format") not in (1, CHECKPOINT_FORMAT):
             raise ValueError(f"{path} is not a checkpoint written by mm_train.fit")
-        missing = sorted(set(self.stateful) - set(state["stateful"]))
+        ranks = len(state["rng"])
+        stateful = state["stateful"]  # format 1: rank 0's only
+        stateful = [stateful] if isinstance(stateful, Mapping) else stateful
+        stateful = stateful[self.rank % len(stateful)]
+        missing = sorted(set(self.stateful) - set(stateful))
         if missing:
             raise ValueError(f"checkpoint {path} holds no state for stateful modules {missing}")
         if (self.scheduler is None) != (state["scheduler"] is None):
@@ -479,10 +611,11 @@ class _Trainer:
         if self.scaler is not None and state["scaler"] is not None:
             self.scaler.load_state_dict(state["scaler"])
         for name, module in self.stateful.items():
-            module.load_state_dict(state["stateful"][name])
+            module.load_state_dict(stateful[name])
         self.pos = _Position(state["step"], state["epoch"], state["batches_in_epoch"])
         self.last_metrics = dict(state.get("metrics") or {})
-        ranks = len(state["rng"])
+        windows = state.get("window") or [None]
+        self.window = _Window.from_state(windows[self.rank % len(windows)], self.device)
         if ranks != self.world_size:
             _note(
                 f"checkpoint was written by {ranks} processes, resuming with "
@@ -521,26 +654,38 @@ class _Trainer:
                 self.end_epoch()
 
 
-def _resolve_resume(resume: bool | str | Path, out_dir: Path | None) -> Path | None:
-    """The checkpoint to resume from: None for a fresh start."""
+def _resolve_resume(
+    resume: bool | str | Path, out_dir: Path | None
+) -> tuple[Path, dict[str, Any]] | None:
+    """The checkpoint to resume from and its state: None for a fresh start.
+
+    ``resume=True`` takes ``out_dir``'s newest readable checkpoint (an unreadable newer
+    one is skipped with a warning). A fresh start into an ``out_dir`` that already has
+    checkpoints is refused: it would mix two runs.
+    """
     if resume is False or resume is None:
+        if out_dir is not None and list_checkpoints(out_dir):
+            raise ValueError(
+                f"{out_dir} already holds checkpoints of a run; pass resume=True to continue "
+                "it, or remove them first (scripts: --resume or --overwrite)"
+            )
         return None
     if resume is True:
         if out_dir is None:
             raise ValueError("resume=True needs out_dir (where the checkpoints are)")
-        found = latest_checkpoint(out_dir)
+        found = load_newest_readable(out_dir)
         if found is None:
             _note(f"resume requested but {out_dir}/checkpoints has no checkpoint; starting fresh")
         return found
     path = Path(resume)
     if path.is_dir():
-        found = latest_checkpoint(path.parent if path.name == "checkpoints" else path)
+        found = load_newest_readable(path.parent if path.name == "checkpoints" else path)
         if found is None:
             raise FileNotFoundError(f"resume={str(path)!r}: no checkpoint in that directory")
         return found
     if not path.is_file():
         raise FileNotFoundError(f"resume={str(path)!r}: no such checkpoint file")
-    return path
+    return path, load_checkpoint(path, map_location="cpu")
 
 
 def fit(
@@ -565,6 +710,9 @@ def fit(
     resume: bool | str | Path = False,
     stateful: Mapping[str, Any] | None = None,
     logger: RunLogger | None = None,
+    loggers: Sequence[str] = (),
+    config: Mapping[str, Any] | None = None,
+    curves: bool = True,
     progress: bool = True,
     seed: int | None = None,
     on_epoch_end: Callable[[int], None] | None = None,
@@ -591,8 +739,12 @@ def fit(
       ``diagnostics()`` are called when present.
     - ``seed``: seeds every generator at the start (rank r of a DDP run uses
       ``worker_seed(seed, r)``); a resumed run then continues the saved RNG states.
-    - Only rank 0 logs, shows progress and writes files. Raises ``NonFiniteLossError``
-      naming the step when the loss is NaN or infinite.
+    - ``loggers``: sinks beside ``metrics.jsonl`` (``"tensorboard"``, ``"wandb"``), shown
+      ``config``; ``curves``: write ``out_dir/curves.png`` (loss and lr) at the end.
+    - SIGTERM / SIGUSR1: the current step finishes, a checkpoint is written (with
+      ``out_dir``) and ``Interrupted`` (a ``SystemExit``, code 128 + signal) is raised.
+    - Only rank 0 logs, shows progress and writes files; logged metrics are means over
+      ranks. Raises ``NonFiniteLossError`` naming the step when the loss is NaN or infinite.
     """
     if (max_steps is None) == (epochs is None):
         raise ValueError("give exactly one of max_steps and epochs")
@@ -679,25 +831,33 @@ def fit(
         rank=rank,
         world_size=world_size,
     )
-    resumed_from = _resolve_resume(resume, out_path)
-    if resumed_from is not None:
-        trainer.restore(resumed_from)
+    found = _resolve_resume(resume, out_path)
+    resumed_from = found[0] if found is not None else None
+    if found is not None:
+        trainer.restore(*found)
         _note(f"resumed from {resumed_from} at step {trainer.pos.step}")
     start_step = trainer.pos.step
     own_logger = logger is None
     trainer.logger = (
         logger
         if logger is not None
-        else RunLogger(out_path, enabled=is_main, resume_step=start_step if resumed_from else None)
+        else RunLogger(
+            out_path,
+            enabled=is_main,
+            resume_step=start_step if resumed_from else None,
+            loggers=loggers,
+            config=config,
+        )
     )
     trainer.progress_bar = Progress(
         total_steps, desc=desc, initial=start_step, enabled=is_main and progress
     )
     started = time.perf_counter()
     try:
-        trainer.run()
-        if out_path is not None and trainer.pos.step != start_step:
-            trainer.save()
+        with trainer.stop.installed():
+            trainer.run()
+            if out_path is not None and trainer.pos.step != start_step:
+                trainer.save()
         elapsed = time.perf_counter() - started
         trainer.logger.write_summary(
             {
@@ -712,6 +872,8 @@ def fit(
         trainer.progress_bar.close()
         if own_logger:
             trainer.logger.close()
+    if curves and is_main and out_path is not None:
+        plot_curves(out_path)
     return FitResult(
         step=trainer.pos.step,
         epoch=trainer.pos.epoch,

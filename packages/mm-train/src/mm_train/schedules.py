@@ -2,17 +2,18 @@
 
 A schedule (``Cosine``, ``Constant``, ``TimmCosine``) maps progress ``t`` (optimizer steps
 taken, or whole epochs completed) to a learning rate for the base group. ``LRScheduler``
-applies it to every parameter group in proportion to the group's initial lr, so per-group
-scales (``lr_scale`` from :func:`mm_train.optim.param_groups`) are kept, and a min or
-warmup lr is scaled with its group. ``fit`` calls ``scheduler.step()`` after each optimizer
-step; the scheduler's only state is the number of steps, so resume is exact.
+is torch's ``LambdaLR`` applying it to every parameter group in proportion to the group's
+initial lr, so per-group scales (``lr_scale`` from :func:`mm_train.optim.param_groups`)
+are kept, and a min or warmup lr is scaled with its group. ``fit`` calls
+``scheduler.step()`` after each optimizer step; the state is the step count, so resume
+is exact.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 
@@ -113,11 +114,13 @@ class TimmCosine:
         return self.min_lr + (self.base_lr - self.min_lr) * cosine
 
 
-class LRScheduler:
-    """Set each group's lr to ``initial_lr * schedule(t) / schedule.base_lr`` after each step.
+class LRScheduler(torch.optim.lr_scheduler.LambdaLR):
+    """torch's ``LambdaLR`` with a schedule: each group's lr is ``initial_lr * schedule(t) /
+    schedule.base_lr``, so per-group scales are kept.
 
     ``t`` is the number of optimizer steps taken, or with ``steps_per_epoch`` the number of
-    whole epochs completed (the lr then changes once per epoch, as in timm).
+    whole epochs completed (the lr then changes once per epoch, as in timm). The state is
+    ``LambdaLR``'s (the step count and base lrs); the schedule is rebuilt from the config.
     """
 
     def __init__(
@@ -129,43 +132,26 @@ class LRScheduler:
     ) -> None:
         if steps_per_epoch is not None and steps_per_epoch < 1:
             raise ValueError(f"steps_per_epoch must be >= 1, got {steps_per_epoch}")
-        self.optimizer = optimizer
         self.schedule = schedule
         self.steps_per_epoch = steps_per_epoch
-        self.step_count = 0
-        for group in optimizer.param_groups:
-            group.setdefault("initial_lr", group["lr"])
-        self._apply()
+
+        def factor(step: int) -> float:  # a function, so LambdaLR does not pickle it
+            t = step if steps_per_epoch is None else step // steps_per_epoch
+            return schedule(float(t)) / schedule.base_lr
+
+        super().__init__(optimizer, factor)
+
+    def state_dict(self) -> dict:
+        """``LambdaLR``'s state without the schedule (plain numbers, ``weights_only``-safe)."""
+        state = super().state_dict()
+        for name in ("schedule", "steps_per_epoch"):
+            state.pop(name, None)
+        return state
 
     @property
-    def progress(self) -> float:
-        """Current ``t`` fed to the schedule (steps, or completed epochs)."""
-        if self.steps_per_epoch is None:
-            return float(self.step_count)
-        return float(self.step_count // self.steps_per_epoch)
-
-    def _apply(self) -> None:
-        ratio = self.schedule(self.progress) / self.schedule.base_lr
-        for group in self.optimizer.param_groups:
-            group["lr"] = group["initial_lr"] * ratio
-
-    def step(self) -> None:
-        """Advance by one optimizer step and update the groups' learning rates."""
-        self.step_count += 1
-        self._apply()
-
-    def get_last_lr(self) -> list[float]:
-        """The learning rate of every group, as set by the last step."""
-        return [group["lr"] for group in self.optimizer.param_groups]
-
-    def state_dict(self) -> dict[str, Any]:
-        """The scheduler's state (only the step count; the schedule is rebuilt from config)."""
-        return {"step_count": self.step_count}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore the step count and re-apply the schedule."""
-        self.step_count = int(state["step_count"])
-        self._apply()
+    def step_count(self) -> int:
+        """Optimizer steps taken (``LambdaLR.last_epoch``)."""
+        return int(self.last_epoch)
 
 
 SCHEDULES = ("cosine", "constant", "timm_cosine")

@@ -11,9 +11,11 @@ seed, and ``resolve_device`` turns the ``--device auto|cpu|cuda`` flag into a
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import warnings
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -24,7 +26,9 @@ __all__ = [
     "enable_determinism",
     "resolve_device",
     "rng_state",
+    "sample_seed",
     "seed_everything",
+    "seeded",
     "set_rng_state",
     "worker_seed",
 ]
@@ -196,3 +200,27 @@ def worker_seed(base_seed: int, rank: int, worker: int = 0) -> int:
             raise ValueError(f"{label} must be in [0, 65536), got {value}")
     index = (int(rank) << 16) | int(worker)
     return _mix32(index ^ _mix32(base ^ 0x9E3779B9))
+
+
+def sample_seed(base_seed: int, epoch: int, index: int) -> int:
+    """Seed in [0, 2**32) of one sample's randomness in one epoch (see ``seeded``)."""
+    base = _check_seed(base_seed, "base_seed")
+    mixed = _mix32(int(epoch) ^ _mix32(base ^ 0x85EBCA6B))
+    return _mix32((int(index) & 0xFFFFFFFF) ^ _mix32(mixed ^ (int(index) >> 32)))
+
+
+@contextlib.contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """Seed Python's ``random``, numpy's global generator and torch's CPU generator with
+    ``seed`` inside the block, and put the three states back afterwards."""
+    seed = _check_seed(seed)
+    saved = (random.getstate(), np.random.get_state(), torch.get_rng_state())
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.default_generator.manual_seed(seed)  # CPU only: CUDA generators are untouched
+    try:
+        yield
+    finally:
+        random.setstate(saved[0])
+        np.random.set_state(saved[1])
+        torch.set_rng_state(saved[2])
