@@ -3,10 +3,12 @@
 Usage: ``python _resume_worker.py REPORT STAGE [STAGE ...]``. A STAGE is a comma-separated
 list of JOBs run in parallel, each in a process forked from this one (so torch is
 imported once); stages run one after the other. A JOB is ``MODE:OUT_DIR:ACTION``: MODE is
-``loader`` (DataLoader, epochs) or ``online`` (a sampler drawing fresh batches), ACTION is
-``fresh`` (train to the end), ``kill`` (SIGKILL itself at step ``KILL_AT``, after the
-checkpoint at ``CHECKPOINT_EVERY``) or ``resume`` (continue from OUT_DIR's latest
-checkpoint). A finished job saves its final parameters to ``OUT_DIR/result.pt``; each
+``loader`` (DataLoader, epochs), ``workers`` (the same with 2 worker processes and a
+random augmentation drawn in them) or ``online`` (a sampler drawing fresh batches);
+ACTION is ``fresh`` (train to the end), ``kill`` (SIGKILL itself at step ``KILL_AT``,
+after the checkpoint at ``CHECKPOINT_EVERY``), ``term`` (send itself SIGTERM at step
+``KILL_AT``: fit checkpoints after the next step and exits) or ``resume`` (continue from
+OUT_DIR's newest readable checkpoint). A finished job saves its final parameters to ``OUT_DIR/result.pt``; each
 job's exit status (negative: killed by that signal) goes to the JSON file REPORT.
 
 The runs use every source of randomness a resume must continue: dropout (torch), a
@@ -27,7 +29,7 @@ import traceback
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import TensorDataset
+from torch.utils.data import Dataset, TensorDataset
 
 from mm_train.distributed import make_dataloader
 from mm_train.loop import OnlineSampler, fit
@@ -56,6 +58,20 @@ class SampleTracker(nn.Module):
         self.gamma.mul_(0.5)
 
 
+class Augmented(Dataset):
+    """A dataset whose samples get random noise from torch, numpy and Python's random."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        self.x, self.y = x, y
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, ...]:
+        noise = 0.1 * torch.randn(4) + 0.01 * float(np.random.rand()) + 0.01 * random.random()
+        return self.x[i] + noise, self.y[i], torch.tensor(i)
+
+
 def run(mode: str, out_dir: str, action: str) -> None:
     seed_everything(0)
     model = nn.Sequential(nn.Linear(4, 16), nn.Tanh(), nn.Dropout(0.3), nn.Linear(16, 2))
@@ -69,10 +85,16 @@ def run(mode: str, out_dir: str, action: str) -> None:
         factor = 1 + 0.05 * random.random() + 0.05 * float(np.random.rand())
         return tracker(index, per_sample) * factor, {"ema_mean": tracker.ema.mean()}
 
-    if mode == "loader":
+    if mode in ("loader", "workers"):
         x = torch.randn(NUM_SAMPLES, 4)
-        dataset = TensorDataset(x, x @ weights, torch.arange(NUM_SAMPLES))
-        data = make_dataloader(dataset, batch_size=4, shuffle=True, seed=7)  # 6 batches
+        if mode == "loader":
+            dataset = TensorDataset(x, x @ weights, torch.arange(NUM_SAMPLES))
+            workers = 0
+        else:
+            dataset, workers = Augmented(x, x @ weights), 2
+        data = make_dataloader(  # 6 batches
+            dataset, batch_size=4, shuffle=True, seed=7, num_workers=workers
+        )
         length = {"epochs": 4}  # 3 steps per epoch with grad_accum=2: 12 steps
         scheduler = build_scheduler(optimizer, "cosine", total=12, warmup=2, min_lr=1e-3)
     else:
@@ -89,6 +111,8 @@ def run(mode: str, out_dir: str, action: str) -> None:
     def maybe_die(step: int) -> None:
         if action == "kill" and step == KILL_AT:
             os.kill(os.getpid(), signal.SIGKILL)
+        if action == "term" and step == KILL_AT:
+            os.kill(os.getpid(), signal.SIGTERM)
 
     result = fit(
         model,
@@ -127,6 +151,8 @@ def run_forked(job: str) -> int:
         code = 0
         try:
             run(*job.split(":"))
+        except SystemExit as exc:  # mm_train.Interrupted after SIGTERM: 128 + 15
+            code = exc.code if isinstance(exc.code, int) else 1
         except BaseException:
             traceback.print_exc()
             code = 1

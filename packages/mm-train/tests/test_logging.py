@@ -227,3 +227,66 @@ def test_progress_tty_draws_tqdm_bar_with_postfix():
     assert "fit" in out and "4/4" in out
     assert "loss=0.123" in out
     assert "samples/s" in out
+
+
+# ----------------------------------------------------------------------------- loggers
+
+
+def _tensorboard_scalars(log_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    """Every scalar in the TensorBoard event files of ``log_dir``, read back from disk."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(log_dir))
+    events.Reload()
+    return {
+        tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]
+    }
+
+
+def test_tensorboard_logger_writes_the_same_scalars_as_jsonl(tmp_path):
+    with RunLogger(tmp_path, loggers=("tensorboard",)) as logger:
+        for step in (1, 2, 3):
+            logger.log(step, {"loss": 1.0 / step, "lr": torch.tensor(0.5)})
+    scalars = _tensorboard_scalars(tmp_path / "tensorboard")
+    assert [s for s, _ in scalars["loss"]] == [1, 2, 3]
+    assert [v for _, v in scalars["loss"]] == pytest.approx([1.0, 0.5, 1 / 3])
+    assert [v for _, v in scalars["lr"]] == pytest.approx([0.5] * 3)
+    lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["loss"] for line in lines] == pytest.approx([1.0, 0.5, 1 / 3])
+
+
+def test_tensorboard_resume_purges_the_steps_after_the_checkpoint(tmp_path):
+    with RunLogger(tmp_path, loggers=("tensorboard",)) as logger:
+        for step in (1, 2, 3, 4):
+            logger.log(step, {"loss": float(step)})
+    with RunLogger(tmp_path, resume_step=2, loggers=("tensorboard",)) as logger:
+        logger.log(3, {"loss": 30.0})
+    scalars = _tensorboard_scalars(tmp_path / "tensorboard")
+    assert scalars["loss"] == [(1, 1.0), (2, 2.0), (3, 30.0)]
+
+
+def test_wandb_logger_runs_offline_and_records_the_metrics(tmp_path, monkeypatch):
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    with RunLogger(tmp_path, loggers=("wandb",), config={"lr": 0.1}) as logger:
+        logger.log(1, {"loss": 0.123456789})
+    runs = list((tmp_path / "wandb").glob("offline-run-*/run-*.wandb"))
+    assert len(runs) == 1  # offline: no network, a local run file
+    data = runs[0].read_bytes()
+    assert b"loss" in data and b"0.123456789" in data
+    run_id = (tmp_path / "wandb" / "run_id").read_text().strip()
+    assert run_id in runs[0].name
+
+
+def test_unknown_logger_is_rejected(tmp_path):
+    with pytest.raises(ValueError, match="unknown logger"):
+        RunLogger(tmp_path, loggers=("neptune",))
+
+
+def test_plot_curves_writes_a_png_of_loss_and_lr(tmp_path):
+    assert run_logging.plot_curves(tmp_path) is None  # nothing logged yet
+    with RunLogger(tmp_path) as logger:
+        for step in range(1, 6):
+            logger.log(step, {"loss": 1.0 / step, "lr": 0.1 * step, "task_loss": 2.0 / step})
+    path = run_logging.plot_curves(tmp_path)
+    assert path == tmp_path / "curves.png"
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -346,3 +346,63 @@ def test_amp_on_cuda_trains_and_checkpoints_the_scaler(tmp_path, amp: str) -> No
     resumed = _model(seed=3).cuda()
     again, _ = _fit(resumed, batches, max_steps=8, amp=amp, out_dir=tmp_path, resume=True)
     assert again.step == 8
+
+
+def test_fresh_start_into_a_directory_with_checkpoints_is_refused(tmp_path) -> None:
+    _fit(_model(), _batches(2, 4), epochs=1, out_dir=tmp_path)
+    before = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+    with pytest.raises(ValueError, match="already holds checkpoints.*resume=True"):
+        _fit(_model(), _batches(2, 4), epochs=1, out_dir=tmp_path)
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == before
+    result, _ = _fit(_model(), _batches(2, 4), epochs=2, out_dir=tmp_path, resume=True)
+    assert result.resumed_from is not None and result.step == 4
+
+
+class _Visits(nn.Module):
+    """A stateful loss that counts the samples it sees in training mode only."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("count", torch.zeros((), dtype=torch.long))
+
+    def forward(self, x: torch.Tensor) -> None:
+        if self.training:
+            self.count += x.shape[0]
+
+
+def test_eval_fn_sees_stateful_modules_in_eval_mode_and_state_unchanged() -> None:
+    visits = _Visits()
+    modes: list[bool] = []
+
+    def step_fn(model, batch):
+        visits(batch[0])
+        return mse_step(model, batch)
+
+    def eval_fn(model, step):
+        modes.append(visits.training)
+        visits(torch.zeros(100, 3))  # a validation pass through the loss
+        return {"val": 0.0}
+
+    model = _model()
+    optimizer = build_adamw(model, lr=0.01, weight_decay=0.0)
+    fit(
+        model,
+        step_fn,
+        _batches(3, 4),
+        optimizer,
+        epochs=2,
+        eval_fn=eval_fn,
+        eval_every=2,
+        stateful={"loss": visits},
+        progress=False,
+    )
+    assert modes == [False, False, False]  # steps 2, 4, 6
+    assert int(visits.count) == 6 * 4 and visits.training
+
+
+def test_fit_writes_curves_and_extra_loggers(tmp_path) -> None:
+    _fit(
+        _model(), _batches(4, 4), epochs=2, out_dir=tmp_path, log_every=1, loggers=("tensorboard",)
+    )
+    assert (tmp_path / "curves.png").read_bytes()[:4] == b"\x89PNG"
+    assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))

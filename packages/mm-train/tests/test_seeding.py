@@ -203,3 +203,57 @@ def test_rng_state_round_trip_includes_every_cuda_device(tmp_path):
     got = [torch.rand(3, device=f"cuda:{i}").tolist() for i in range(len(state["cuda"]))]
     assert got == expected
     assert resolve_device("auto").type == "cuda"
+
+
+def test_sample_seed_depends_on_seed_epoch_and_index_only() -> None:
+    from mm_train.seeding import sample_seed
+
+    seeds = {sample_seed(0, e, i) for e in range(3) for i in range(1000)}
+    assert len(seeds) == 3000  # distinct over epochs and indices
+    assert sample_seed(5, 1, 7) == sample_seed(5, 1, 7) != sample_seed(6, 1, 7)
+    assert all(0 <= s < 2**32 for s in seeds)
+    assert sample_seed(0, 0, 2**40) != sample_seed(0, 0, 0)
+
+
+def test_seeded_draws_repeat_and_restore_the_callers_generators() -> None:
+    import random
+
+    import numpy as np
+
+    from mm_train.seeding import seeded
+
+    torch.manual_seed(1)
+    random.seed(1)
+    np.random.seed(1)
+    expected = (torch.rand(1), random.random(), np.random.rand())
+    torch.manual_seed(1)
+    random.seed(1)
+    np.random.seed(1)
+    draws = []
+    for _ in range(2):
+        with seeded(42):
+            draws.append((torch.rand(2), random.random(), np.random.rand()))
+    assert torch.equal(draws[0][0], draws[1][0]) and draws[0][1:] == draws[1][1:]
+    after = (torch.rand(1), random.random(), np.random.rand())
+    assert torch.equal(after[0], expected[0]) and after[1:] == expected[1:]
+
+
+def test_seeded_dataset_gives_each_sample_its_own_draw_per_epoch() -> None:
+    from torch.utils.data import Dataset
+
+    from mm_train.distributed import SeededDataset
+
+    class Noise(Dataset):
+        def __len__(self):
+            return 4
+
+        def __getitem__(self, i):
+            return torch.rand(1)
+
+    data = SeededDataset(Noise(), seed=3)
+    first = [data[i] for i in range(4)]
+    assert all(torch.equal(a, b) for a, b in zip(first, [data[i] for i in range(4)]))
+    assert torch.equal(data[2], first[2])  # the order of access does not matter
+    data.set_epoch(1)
+    assert not any(torch.equal(a, data[i]) for i, a in enumerate(first))
+    assert len(data) == 4
