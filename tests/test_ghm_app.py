@@ -80,27 +80,45 @@ def test_sequential_tasks_use_the_clip_run(train, clip_run, task, tmp_path):
     assert summary["risk"] > 0
 
 
-def test_sequential_task_rejects_another_tree_shape(train, clip_run, tmp_path):
+def test_sequential_task_rejects_another_tree_shape(train, clip_run, tmp_path, capsys):
     out, _ = clip_run
     args = [*TINY, "--task", "sdns", "--steps", "2", "--clip-run", str(out), "--out", str(tmp_path)]
     args[args.index("--n-child") + 1] = "3"
-    with pytest.raises(ValueError, match=r"n_child=2.*n_child=3"):
+    with pytest.raises(SystemExit) as info:
         train(args)
+    assert info.value.code == 2
+    assert "n_child=2, this run has n_child=3" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())  # nothing written
 
 
-def test_sequential_task_needs_a_clip_run(train, tmp_path):
-    with pytest.raises(ValueError, match="--clip-run"):
+def test_sequential_task_needs_a_clip_run(train, tmp_path, capsys):
+    with pytest.raises(SystemExit) as info:
         train([*TINY, "--task", "snwp", "--steps", "2", "--out", str(tmp_path)])
+    assert info.value.code == 2
+    assert "--task snwp needs --clip-run" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
 
 
 @pytest.mark.parametrize(
-    ("flag", "value", "field"),
-    [("--p", "1.5", "p"), ("--n-child", "0", "n_child"), ("--embed-std", "0", "embed_std")],
+    ("flag", "value", "message"),
+    [
+        ("--p", "1.5", "--p 1.5: must be in [0, 1]"),
+        ("--n-child", "0", "--n-child 0: must be >= 1"),
+        ("--embed-std", "0", "--embed-std 0: must be > 0"),
+        ("--steps", "0", "--steps 0: must be >= 1"),
+    ],
 )
-def test_bad_tree_values_are_rejected(train, tmp_path, flag, value, field):
-    args = [*TINY, "--steps", "2", "--out", str(tmp_path), flag, value]  # the last flag wins
-    with pytest.raises(ValueError, match=field):
+def test_bad_values_exit_2_naming_the_flag_before_writing(
+    train, tmp_path, capsys, flag, value, message
+):
+    out = tmp_path / "run"
+    args = [*TINY, "--steps", "2", "--out", str(out), flag, value]  # the last flag wins
+    with pytest.raises(SystemExit) as info:
         train(args)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert not out.exists()
 
 
 def test_shallow_variant_has_one_block_whatever_the_depth():
@@ -153,10 +171,12 @@ def test_guided_dns_penalty_matches_a_per_leaf_loop():
 
 
 @pytest.mark.parametrize("task", ["sdns", "snwp"])
-def test_guided_is_rejected_for_the_frozen_embedding_tasks(clip_run, train, tmp_path, task):
+def test_guided_is_rejected_for_the_frozen_embedding_tasks(clip_run, train, tmp_path, capsys, task):
     args = ["--task", task, "--variant", "guided", "--clip-run", str(clip_run[0])]
-    with pytest.raises(ValueError, match="guided"):
+    with pytest.raises(SystemExit) as info:
         train([*TINY, *args, "--steps", "2", "--out", str(tmp_path)])
+    assert info.value.code == 2
+    assert "--variant guided applies to the tasks" in capsys.readouterr().err
 
 
 def test_eval_bayes_contract(tmp_path):
@@ -191,7 +211,7 @@ def test_model_clip_losses_average_to_the_training_loss(clip_run):
     batch: the reference is the training loss itself."""
     import mm_losses
 
-    eval_script = _load("eval")
+    eval_script = _load("ghm_evaluation")
     cfg, model = eval_script.load_clip_run(clip_run[0], torch.device("cpu"))
     ghm = eval_script.build_ghm(cfg, torch.device("cpu"))
     per_sample = eval_script.model_clip_losses(

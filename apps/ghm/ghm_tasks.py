@@ -7,107 +7,27 @@ Tasks (ghm.md sections 3-5): `clip` (K-negative CLIP), `dns` (joint conditional 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
+from ghm_config import (  # noqa: F401  (re-exported: the app's scripts import them from here)
+    DATA_TASK,
+    GUIDED_TASKS,
+    PAPER_LAMBDA,
+    PAPER_LR,
+    EvalConfig,
+    GHMAppConfig,
+    Task,
+    clip_run_config,
+)
 from torch import nn
 
 import mm_losses
 from mm_data.ghm import GHMConfig, JointGHM, level_messages, sample_task_batch
 from mm_models.ghm import GHMClipModel, build_ghm_model, ghm_model_config, guided_penalty
 from mm_train import load_model_weights
-
-Task = Literal["clip", "dns", "sdns", "nwp", "snwp"]
-DATA_TASK = {"clip": "clip", "dns": "dns", "sdns": "dns", "nwp": "nwp", "snwp": "nwp"}
-
-
-@dataclass
-class GHMAppConfig:
-    """Every field is a --flag of train.py; presets (TOML) set groups of them."""
-
-    task: Task = field(default="clip", metadata={"help": "clip | dns | sdns | nwp | snwp"})
-    attention: Literal["softmax", "relu"] = field(
-        default="softmax", metadata={"help": "attention activation"}
-    )
-    variant: Literal["standard", "shallow", "guided"] = field(
-        default="standard", metadata={"help": "model variant"}
-    )
-    p: float = field(
-        default=0.2, metadata={"help": "flip probability of the transitions, in [0, 1]"}
-    )
-    n_layer: int = field(default=4, metadata={"help": "tree levels below the root"})
-    n_child: int = field(default=3, metadata={"help": "children per node"})
-    vocab: int = field(default=10, metadata={"help": "values a node can take"})
-    tree_seed: int = field(
-        default=42, metadata={"help": "seed of the tree (permutations and noise matrices)"}
-    )
-    sigma: float = field(default=1.0, metadata={"help": "noise std of the denoising tasks"})
-    num_negatives: int = field(
-        default=4, metadata={"help": "K: candidates per CLIP anchor (1 positive, K-1 negatives)"}
-    )
-    d_model: int = field(
-        default=0, metadata={"help": "transformer width; 0 = the paper's width for the task"}
-    )
-    depth: int = field(
-        default=0,
-        metadata={"help": "transformer blocks; 0 = the paper's depth for task and variant"},
-    )
-    n_head: int = field(default=1, metadata={"help": "attention heads"})
-    embed_std: float = field(
-        default=1.0,
-        metadata={"help": "init std of token/position embeddings (0.02 = nanoGPT's; slower)"},
-    )
-    guided_lambda: float = field(
-        default=0.0,
-        metadata={"help": "weight of the guided penalty (variant guided); 0 = paper value"},
-    )
-    clip_run: str = field(
-        default="", metadata={"help": "run directory of a trained clip run (sdns/snwp)"}
-    )
-    steps: int = field(
-        default=3000, metadata={"help": "optimizer steps (fresh samples every step)"}
-    )
-    batch_size: int = field(default=128, metadata={"help": "samples per step"})
-    lr: float = field(
-        default=0.0,
-        metadata={"help": "peak learning rate; 0 = the paper's value for task and variant"},
-    )
-    weight_decay: float = field(default=1e-3, metadata={"help": "decoupled weight decay of AdamW"})
-    clip_grad: float = field(default=1.0, metadata={"help": "gradient-norm clipping"})
-    risk_window: int = field(
-        default=100, metadata={"help": "risk = mean of the last N training losses"}
-    )
-    bayes_samples: int = field(
-        default=10_000, metadata={"help": "fresh samples for the Bayes risk"}
-    )
-    threads: int = field(default=0, metadata={"help": "torch CPU threads; 0 = torch's default"})
-    amp: Literal["off", "bf16", "fp16"] = field(
-        default="off", metadata={"help": "autocast on CUDA"}
-    )
-    log_every: int = field(default=50, metadata={"help": "steps between metrics.jsonl lines"})
-    checkpoint_every: int = field(default=500, metadata={"help": "steps between checkpoints"})
-    keep_last: int = field(default=2, metadata={"help": "checkpoints kept"})
-    out: str = field(default="runs/ghm", metadata={"help": "output directory"})
-    device: Literal["auto", "cpu", "cuda"] = field(default="auto", metadata={"help": "device"})
-    seed: int = field(default=0, metadata={"help": "seed of the training samples and the model"})
-    resume: bool = field(
-        default=False, metadata={"help": "continue from the latest checkpoint in --out"}
-    )
-
-
-# ghm.md section 4: learning rates by task and variant; guided penalties.
-GUIDED_TASKS = ("clip", "dns", "nwp")
-PAPER_LR = {
-    ("clip", "standard"): 3e-4, ("clip", "shallow"): 3e-4, ("clip", "guided"): 1e-3,
-    ("dns", "standard"): 1e-3, ("dns", "shallow"): 1e-3, ("dns", "guided"): 1e-2,
-    ("nwp", "standard"): 3e-4, ("nwp", "shallow"): 3e-4, ("nwp", "guided"): 1e-3,
-}  # fmt: skip
-PAPER_LAMBDA = {"clip": 0.1, "dns": 0.1, "nwp": 1e-3}
 
 
 def learning_rate(cfg: GHMAppConfig) -> float:
@@ -149,22 +69,8 @@ def build_model(cfg: GHMAppConfig) -> nn.Module:
 
 def load_frozen_clip(cfg: GHMAppConfig, device: torch.device) -> GHMClipModel:
     """The CLIP model of `cfg.clip_run`, frozen; its tree must have the shape of `cfg`."""
-    if not cfg.clip_run:
-        raise ValueError(f"task {cfg.task!r} needs --clip-run: the directory of a trained clip run")
     run = Path(cfg.clip_run)
-    config_path = run / "config.json"
-    if not config_path.is_file():
-        raise ValueError(f"--clip-run {run} has no config.json; is it a train.py output directory?")
-    saved = json.loads(config_path.read_text())
-    if saved.get("task") != "clip":
-        raise ValueError(f"{config_path}: task is {saved.get('task')!r}, expected 'clip'")
-    for key in ("n_layer", "n_child", "vocab"):
-        if saved.get(key) != getattr(cfg, key):
-            raise ValueError(
-                f"{config_path}: the clip run has {key}={saved.get(key)}, this run has "
-                f"{key}={getattr(cfg, key)}; the tree shapes must match"
-            )
-    clip_cfg = GHMAppConfig(**{**saved, "out": cfg.out, "resume": False})
+    clip_cfg = clip_run_config(cfg)
     clip = build_model(clip_cfg)
     load_model_weights(clip, run, map_location=device)
     clip.requires_grad_(False).eval()
@@ -178,13 +84,7 @@ def make_step_fn(
     to the optimised loss but the reported `task_loss` is the task's loss alone."""
     clip_loss = mm_losses.build("ghm_clip", num_negatives=cfg.num_negatives)
     lam = cfg.guided_lambda or PAPER_LAMBDA[DATA_TASK[cfg.task]]
-    guided = cfg.variant == "guided"
-    if guided and cfg.task not in GUIDED_TASKS:
-        raise ValueError(
-            f"variant 'guided' applies to the tasks with a full token sequence {GUIDED_TASKS} "
-            f"(the paper's guided models), not {cfg.task!r}: its frozen CLIP embedding is one "
-            "token, which has no tree levels to match"
-        )
+    guided = cfg.variant == "guided"  # GHMAppConfig.validate: only for GUIDED_TASKS
     shape = {"n_child": cfg.n_child, "n_layer": cfg.n_layer}
 
     def penalty_of(hidden, messages, tokens: slice | None = None) -> torch.Tensor:

@@ -5,8 +5,9 @@
     torchrun --nproc_per_node 4 apps/ghm/train.py --preset paper --device cuda
 
 Recipe: config -> GHM (data model) -> model -> loss -> fit on fresh samples -> risk vs Bayes.
-Writes DIR/config.json, metrics.jsonl, summary.json (risk, bayes_risk, excess_risk) and
-checkpoints under DIR/checkpoints/.
+Writes DIR/config.json, run.json, metrics.jsonl, summary.json (risk, bayes_risk,
+excess_risk), curves.png and checkpoints under DIR/checkpoints/. An --out that holds a run
+needs --resume (continue) or --overwrite (start again); SIGTERM checkpoints and exits.
 """
 
 from __future__ import annotations
@@ -14,51 +15,56 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from ghm_tasks import (
-    DATA_TASK,
-    GHMAppConfig,
-    RecentLosses,
-    build_ghm,
-    build_model,
-    learning_rate,
-    load_frozen_clip,
-    make_step_fn,
-    sample_fn,
-)
+from ghm_config import GHMAppConfig
 
-from mm_data.ghm import bayes_risk_samples, standard_error
-from mm_train import (
-    OnlineSampler,
-    RunLogger,
-    build_adamw,
-    build_scheduler,
-    cleanup,
-    fit,
-    init_distributed,
-    parse_config,
-    save_config,
-    seed_everything,
-    worker_seed,
-    wrap_ddp,
-)
+from mm_train import parse_config
 
 HERE = Path(__file__).resolve().parent
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
     cfg = parse_config(GHMAppConfig, argv, preset_dir=HERE / "presets", description=__doc__)
+    return train(cfg)
+
+
+def train(cfg: GHMAppConfig) -> dict[str, float]:
+    # torch and the models load here, once the flags are checked: --help and flag errors
+    # answer at once
+    import torch
+    from ghm_tasks import (
+        DATA_TASK,
+        RecentLosses,
+        build_ghm,
+        build_model,
+        learning_rate,
+        load_frozen_clip,
+        make_step_fn,
+        sample_fn,
+    )
+
+    from mm_data.ghm import bayes_risk_samples, standard_error
+    from mm_train import (
+        OnlineSampler,
+        RunLogger,
+        build_adamw,
+        build_scheduler,
+        cleanup,
+        config_to_dict,
+        fit,
+        init_distributed,
+        seed_everything,
+        start_run,
+        worker_seed,
+        wrap_ddp,
+    )
+
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
     info = init_distributed(cfg.device)
+    out = start_run(cfg, info, global_batch=cfg.batch_size * info.world_size)
     seed_everything(cfg.seed)
-    out = Path(cfg.out)
-    if info.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, out / "config.json")
 
     ghm = build_ghm(cfg, info.device)
     clip = load_frozen_clip(cfg, info.device) if cfg.task in ("sdns", "snwp") else None
@@ -92,6 +98,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         checkpoint_every=cfg.checkpoint_every,
         keep_last=cfg.keep_last,
         resume=cfg.resume,
+        loggers=cfg.loggers,
+        config=config_to_dict(cfg),
         stateful={"data": sampler, "recent_losses": recent},
         seed=cfg.seed,
         desc=f"ghm {cfg.task}/{cfg.variant}",

@@ -17,11 +17,22 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
+from identifiability_config import (  # noqa: F401  (re-exported for the app's scripts)
+    MIXING_FILE,
+    PAPER_ENCODING_SIZE,
+    PAPER_LR,
+    RUN_FILES,
+    TEXT_META_FILE,
+    VOCAB_FILE,
+    EvalConfig,
+    Experiment,
+    IdentifiabilityConfig,
+    Nonlinear,
+)
 from torch import nn
 
 import mm_losses
@@ -36,88 +47,16 @@ from mm_data.identifiability import (
     one_hot,
     save_mixing,
 )
-from mm_models.identifiability import DEFAULT_HIDDEN_MULTIPLIERS, mlp_encoder_pair
+from mm_models.identifiability import mlp_encoder_pair
 from mm_models.identifiability_imgtxt import ConvTextEncoder, ResNetImageEncoder
-from mm_train import atomic_write_json, load_model_weights
-
-Experiment = Literal["mlp", "imgtxt"]
-MIXING_FILE = "mixing.pt"
-VOCAB_FILE = "vocab.json"
-TEXT_META_FILE = "text_meta.json"
-# encoding_size = 0 and lr = 0 pick the paper's value for the experiment.
-PAPER_ENCODING_SIZE = {"mlp": 5, "imgtxt": 4}
-PAPER_LR = {"mlp": 1e-4, "imgtxt": 1e-5}
-
-
-@dataclass
-class IdentifiabilityConfig:
-    """Every field is a --flag of train.py; presets (TOML) set groups of them."""
-
-    experiment: Experiment = field(
-        default="mlp", metadata={"help": "mlp (numerical simulation) | imgtxt (image/text)"}
-    )
-    # ---- numerical simulation (mlp): latent model and mixing
-    content_n: int = field(default=5, metadata={"help": "content dims (shared by both views)"})
-    style_n: int = field(default=5, metadata={"help": "style dims (perturbed in view 2)"})
-    modality_n: int = field(default=5, metadata={"help": "modality-specific dims per view"})
-    style_change_prob: float = field(
-        default=1.0, metadata={"help": "probability that a style dim changes between views"}
-    )
-    c_param: float = field(default=1.0, metadata={"help": "std of the style change eps"})
-    statistical_dependence: bool = field(
-        default=False, metadata={"help": "Wishart covariances within c, s, m1, m2 and eps"}
-    )
-    content_dependent_style: bool = field(
-        default=False, metadata={"help": "s <- s + B c + a (causal dependence of style on c)"}
-    )
-    equal_covariances: bool = field(
-        default=False,
-        metadata={
-            "help": "with --statistical-dependence: one Wishart draw shared by all blocks "
-            "(the original code's identical seeding) instead of independent draws"
-        },
-    )
-    n_mixing_layer: int = field(default=3, metadata={"help": "layers of the mixing MLPs f1, f2"})
-    shared_mixing: bool = field(default=False, metadata={"help": "f2 is f1"})
-    shared_encoder: bool = field(default=False, metadata={"help": "g2 is g1"})
-    hidden_multipliers: tuple[int, ...] = field(
-        default=DEFAULT_HIDDEN_MULTIPLIERS,
-        metadata={"help": "encoder hidden widths as multiples of the view dim (paper: 10,50x4,10)"},
-    )
-    tau: float = field(default=1.0, metadata={"help": "temperature of the loss"})
-    # ---- image/text (imgtxt)
-    datapath: str = field(
-        default="data/m3di", metadata={"help": "Multimodal3DIdent root (train/val/test)"}
-    )
-    image_size: int = field(
-        default=0, metadata={"help": "resize images to this side; 0 = as stored"}
-    )
-    workers: int = field(default=0, metadata={"help": "DataLoader worker processes"})
-    # ---- both
-    encoding_size: int = field(
-        default=0, metadata={"help": "encoder output dim; 0 = paper value (mlp 5, imgtxt 4)"}
-    )
-    batch_size: int = field(default=6144, metadata={"help": "samples per step (per process)"})
-    lr: float = field(
-        default=0.0, metadata={"help": "Adam learning rate; 0 = paper (mlp 1e-4, imgtxt 1e-5)"}
-    )
-    steps: int = field(default=300_000, metadata={"help": "optimizer steps"})
-    clip_grad: float = field(default=2.0, metadata={"help": "gradient-norm clipping"})
-    threads: int = field(default=0, metadata={"help": "torch CPU threads; 0 = torch's default"})
-    amp: Literal["off", "bf16", "fp16"] = field(
-        default="off", metadata={"help": "autocast on CUDA"}
-    )
-    log_every: int = field(default=100, metadata={"help": "steps between metrics.jsonl lines"})
-    checkpoint_every: int = field(default=1000, metadata={"help": "steps between checkpoints"})
-    keep_last: int = field(default=2, metadata={"help": "checkpoints kept"})
-    out: str = field(default="runs/identifiability", metadata={"help": "output directory"})
-    device: Literal["auto", "cpu", "cuda"] = field(default="auto", metadata={"help": "device"})
-    seed: int = field(
-        default=0, metadata={"help": "seed of the latent model, mixing, model and data order"}
-    )
-    resume: bool = field(
-        default=False, metadata={"help": "continue from the latest checkpoint in --out"}
-    )
+from mm_train import (
+    OnlineSampler,
+    atomic_write_json,
+    load_config,
+    load_model_weights,
+    make_dataloader,
+    worker_seed,
+)
 
 
 def encoding_size(cfg: IdentifiabilityConfig) -> int:
@@ -130,38 +69,12 @@ def learning_rate(cfg: IdentifiabilityConfig) -> float:
     return cfg.lr if cfg.lr > 0 else PAPER_LR[cfg.experiment]
 
 
-def check_config(cfg: IdentifiabilityConfig) -> None:
-    """Reject values no run can use, naming the field (before any work is done)."""
-    positive = ("batch_size", "steps", "log_every", "checkpoint_every", "keep_last")
-    for name in positive:
-        if getattr(cfg, name) < 1:
-            raise ValueError(f"{name} must be >= 1, got {getattr(cfg, name)}")
-    for name in ("encoding_size", "lr", "image_size", "workers", "threads"):
-        if getattr(cfg, name) < 0:
-            raise ValueError(f"{name} must be >= 0, got {getattr(cfg, name)}")
-    if not cfg.tau > 0:
-        raise ValueError(f"tau must be > 0, got {cfg.tau}")
-    if not cfg.clip_grad > 0:
-        raise ValueError(f"clip_grad must be > 0, got {cfg.clip_grad}")
-    if cfg.n_mixing_layer < 1:
-        raise ValueError(f"n_mixing_layer must be >= 1, got {cfg.n_mixing_layer}")
-    if cfg.experiment == "mlp" and cfg.batch_size < 2:
-        raise ValueError(f"batch_size must be >= 2 for contrastive training, got {cfg.batch_size}")
-
-
 def load_run_config(run: str | Path) -> IdentifiabilityConfig:
     """The resolved training config of a run directory (DIR/config.json)."""
     path = Path(run) / "config.json"
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist; is {run} a train.py output directory?")
-    saved = json.loads(path.read_text())
-    known = {f.name for f in fields(IdentifiabilityConfig)}
-    unknown = sorted(set(saved) - known)
-    if unknown:
-        raise ValueError(f"{path}: unknown config fields {unknown}")
-    if "hidden_multipliers" in saved:
-        saved["hidden_multipliers"] = tuple(saved["hidden_multipliers"])
-    return IdentifiabilityConfig(**saved)
+    return load_config(IdentifiabilityConfig, path)
 
 
 # --------------------------------------------------------------------- numerical simulation
@@ -361,3 +274,35 @@ def load_imgtxt_run(
     model = ImageTextEncoders(cfg, len(vocab), max_len)
     load_model_weights(model, run, map_location=device)
     return model.to(device).eval(), vocab, max_len
+
+
+# --------------------------------------------------------------------- train.py parts
+
+
+def simulation_parts(cfg: IdentifiabilityConfig, out: Path, rank: int, is_main: bool):
+    """(model, online sampler, step_fn, stateful) of the numerical simulation."""
+    f1, f2 = mixing_for_run(cfg, out, write=is_main)
+    latents = LatentModel(latent_config(cfg))
+    sampler = OnlineSampler(
+        simulation_sample_fn(cfg, latents, f1, f2), seed=worker_seed(cfg.seed, rank)
+    )
+    return SimulationEncoders(cfg), sampler, simulation_step_fn(cfg), {"data": sampler}
+
+
+def imgtxt_parts(cfg: IdentifiabilityConfig, out: Path, is_main: bool):
+    """(model, data loader, step_fn, stateful) of the image/text experiment."""
+    saved_vocab = out / VOCAB_FILE
+    vocab = Vocabulary.load(saved_vocab) if cfg.resume and saved_vocab.is_file() else None
+    train = open_split(cfg, "train", vocab=vocab)
+    if is_main:
+        save_text_meta(out, train.vocab, train.max_len)
+    loader = make_dataloader(
+        PairDataset(train),
+        batch_size=cfg.batch_size,
+        shuffle=True,
+        seed=cfg.seed,
+        drop_last=len(train) > cfg.batch_size,
+        num_workers=cfg.workers,
+    )
+    model = ImageTextEncoders(cfg, train.vocab_size, train.max_len)
+    return model, loader, imgtxt_step_fn(cfg), {}

@@ -19,94 +19,53 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from identifiability_tasks import (
-    VOCAB_FILE,
-    IdentifiabilityConfig,
-    ImageTextEncoders,
-    PairDataset,
-    SimulationEncoders,
-    check_config,
-    encoding_size,
-    imgtxt_step_fn,
-    latent_config,
-    learning_rate,
-    mixing_for_run,
-    open_split,
-    save_text_meta,
-    simulation_sample_fn,
-    simulation_step_fn,
-)
+from identifiability_config import IdentifiabilityConfig
 
-from mm_data.identifiability import LatentModel, Vocabulary
-from mm_train import (
-    OnlineSampler,
-    atomic_write_json,
-    cleanup,
-    fit,
-    init_distributed,
-    make_dataloader,
-    parse_config,
-    save_config,
-    seed_everything,
-    worker_seed,
-    wrap_ddp,
-)
+from mm_train import parse_config
 
 HERE = Path(__file__).resolve().parent
-
-
-def simulation_parts(cfg: IdentifiabilityConfig, out: Path, rank: int, is_main: bool):
-    """(model, online sampler, step_fn, stateful) of the numerical simulation."""
-    f1, f2 = mixing_for_run(cfg, out, write=is_main)
-    latents = LatentModel(latent_config(cfg))
-    sampler = OnlineSampler(
-        simulation_sample_fn(cfg, latents, f1, f2), seed=worker_seed(cfg.seed, rank)
-    )
-    return SimulationEncoders(cfg), sampler, simulation_step_fn(cfg), {"data": sampler}
-
-
-def imgtxt_parts(cfg: IdentifiabilityConfig, out: Path, is_main: bool):
-    """(model, data loader, step_fn, stateful) of the image/text experiment."""
-    saved_vocab = out / VOCAB_FILE
-    vocab = Vocabulary.load(saved_vocab) if cfg.resume and saved_vocab.is_file() else None
-    train = open_split(cfg, "train", vocab=vocab)
-    if is_main:
-        save_text_meta(out, train.vocab, train.max_len)
-    loader = make_dataloader(
-        PairDataset(train),
-        batch_size=cfg.batch_size,
-        shuffle=True,
-        seed=cfg.seed,
-        drop_last=len(train) > cfg.batch_size,
-        num_workers=cfg.workers,
-    )
-    model = ImageTextEncoders(cfg, train.vocab_size, train.max_len)
-    return model, loader, imgtxt_step_fn(cfg), {}
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     cfg = parse_config(
         IdentifiabilityConfig, argv, preset_dir=HERE / "presets", description=__doc__
     )
-    check_config(cfg)
+    return train(cfg)
+
+
+def train(cfg: IdentifiabilityConfig) -> dict[str, Any]:
+    # torch and the models load here, once the flags are checked: --help answers at once
+    import torch
+    from identifiability_tasks import (
+        RUN_FILES,
+        encoding_size,
+        imgtxt_parts,
+        learning_rate,
+        simulation_parts,
+    )
+
+    from mm_train import (
+        atomic_write_json,
+        cleanup,
+        config_to_dict,
+        fit,
+        init_distributed,
+        seed_everything,
+        start_run,
+        wrap_ddp,
+    )
+
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
     info = init_distributed(cfg.device)
+    out = start_run(cfg, info, global_batch=cfg.batch_size * info.world_size, files=RUN_FILES)
     seed_everything(cfg.seed)
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    # Data first: a bad data folder or a clashing saved mixing fails before config.json of an
-    # existing run is overwritten.
     if cfg.experiment == "mlp":
         model, data, step_fn, stateful = simulation_parts(cfg, out, info.rank, info.is_main)
     else:
         model, data, step_fn, stateful = imgtxt_parts(cfg, out, info.is_main)
-    if info.is_main:
-        save_config(cfg, out / "config.json")
     model = model.to(info.device)
     optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate(cfg))
     result = fit(
@@ -123,6 +82,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         checkpoint_every=cfg.checkpoint_every,
         keep_last=cfg.keep_last,
         resume=cfg.resume,
+        loggers=cfg.loggers,
+        config=config_to_dict(cfg),
         stateful=stateful,
         seed=cfg.seed,
         desc=f"identifiability {cfg.experiment}",

@@ -351,7 +351,7 @@ def test_amp_on_cuda_trains_and_checkpoints_the_scaler(tmp_path, amp: str) -> No
 def test_fresh_start_into_a_directory_with_checkpoints_is_refused(tmp_path) -> None:
     _fit(_model(), _batches(2, 4), epochs=1, out_dir=tmp_path)
     before = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
-    with pytest.raises(ValueError, match="already holds checkpoints.*resume=True"):
+    with pytest.raises(ValueError, match=r"already holds checkpoints.*resume=True"):
         _fit(_model(), _batches(2, 4), epochs=1, out_dir=tmp_path)
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == before
     result, _ = _fit(_model(), _batches(2, 4), epochs=2, out_dir=tmp_path, resume=True)

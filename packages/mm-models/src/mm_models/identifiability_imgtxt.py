@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import timm
 import torch
 from torch import nn
 
@@ -45,6 +44,8 @@ class ResNetImageEncoder(nn.Module):
         )
         self.encoding_size = encoding_size
         self.in_chans = in_chans
+        import timm  # here, not at module level: importing timm takes ~25 s on a cold CPU
+
         self.backbone = timm.create_model(
             backbone, pretrained=False, num_classes=backbone_features, in_chans=in_chans
         )

@@ -5,152 +5,119 @@ mixed up (``start_run``), a ``fit`` loop (gradient accumulation, clipping, AMP,
 evaluation hooks, NaN detection, SIGTERM checkpoints), AdamW parameter groups and
 schedules, atomic checkpoints with exact resume, metrics to JSONL / TensorBoard / W&B
 with a progress bar, and DDP helpers. No dependency on the other workspace packages.
+
+Names are loaded on first use (PEP 562): ``from mm_train import parse_config, RunOptions``
+does not import torch, so a script's ``--help`` and its flag errors answer at once.
 """
 
-from mm_train.checkpoint import (
-    atomic_torch_save,
-    checkpoint_dir,
-    checkpoint_name,
-    latest_checkpoint,
-    list_checkpoints,
-    load_checkpoint,
-    load_model_weights,
-    load_newest_readable,
-    save_checkpoint,
-    unwrap_model,
-)
-from mm_train.config import (
-    ConfigError,
-    arg,
-    check_config,
-    config_from_dict,
-    config_to_dict,
-    flag,
-    load_config,
-    load_preset,
-    parse_config,
-    save_config,
-)
-from mm_train.distributed import (
-    DistInfo,
-    ResumableDistributedSampler,
-    SeededDataset,
-    all_reduce_mean,
-    barrier,
-    cleanup,
-    get_rank,
-    get_world_size,
-    init_distributed,
-    is_distributed,
-    make_dataloader,
-    wrap_ddp,
-)
-from mm_train.logging import (
-    LOGGER_NAMES,
-    JsonlLogger,
-    MetricLogger,
-    Progress,
-    RunLogger,
-    TensorBoardLogger,
-    WandbLogger,
-    atomic_write,
-    atomic_write_json,
-    atomic_write_text,
-    plot_curves,
-)
-from mm_train.loop import (
-    FitResult,
-    Interrupted,
-    NonFiniteLossError,
-    OnlineSampler,
-    fit,
-    move_to_device,
-    updates_per_epoch,
-)
-from mm_train.optim import build_adamw, param_groups
-from mm_train.run import RunOptions, provenance, start_run
-from mm_train.schedules import SCHEDULES, Constant, Cosine, LRScheduler, TimmCosine, build_scheduler
-from mm_train.seeding import (
-    enable_determinism,
-    resolve_device,
-    rng_state,
-    sample_seed,
-    seed_everything,
-    seeded,
-    set_rng_state,
-    worker_seed,
-)
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "checkpoint": (
+        "atomic_torch_save",
+        "checkpoint_dir",
+        "checkpoint_name",
+        "latest_checkpoint",
+        "list_checkpoints",
+        "load_checkpoint",
+        "load_model_weights",
+        "load_newest_readable",
+        "save_checkpoint",
+        "unwrap_model",
+    ),
+    "config": (
+        "ConfigError",
+        "arg",
+        "check_config",
+        "config_from_dict",
+        "config_to_dict",
+        "flag",
+        "load_config",
+        "load_preset",
+        "parse_config",
+        "save_config",
+    ),
+    "distributed": (
+        "DistInfo",
+        "ResumableDistributedSampler",
+        "SeededDataset",
+        "all_reduce_mean",
+        "barrier",
+        "cleanup",
+        "get_rank",
+        "get_world_size",
+        "init_distributed",
+        "is_distributed",
+        "make_dataloader",
+        "wrap_ddp",
+    ),
+    "logging": (
+        "LOGGER_NAMES",
+        "JsonlLogger",
+        "MetricLogger",
+        "Progress",
+        "RunLogger",
+        "TensorBoardLogger",
+        "WandbLogger",
+        "atomic_write",
+        "atomic_write_json",
+        "atomic_write_text",
+        "plot_curves",
+    ),
+    "loop": (
+        "FitResult",
+        "Interrupted",
+        "NonFiniteLossError",
+        "OnlineSampler",
+        "fit",
+        "move_to_device",
+        "updates_per_epoch",
+    ),
+    "optim": (
+        "build_adamw",
+        "param_groups",
+    ),
+    "run": (
+        "RunOptions",
+        "provenance",
+        "start_run",
+    ),
+    "schedules": (
+        "SCHEDULES",
+        "Constant",
+        "Cosine",
+        "LRScheduler",
+        "TimmCosine",
+        "build_scheduler",
+    ),
+    "seeding": (
+        "enable_determinism",
+        "resolve_device",
+        "rng_state",
+        "sample_seed",
+        "seed_everything",
+        "seeded",
+        "set_rng_state",
+        "worker_seed",
+    ),
+}
+_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
 
 __version__ = "0.2.0"
+__all__ = sorted(_MODULE_OF)
 
-__all__ = [
-    "LOGGER_NAMES",
-    "SCHEDULES",
-    "ConfigError",
-    "Constant",
-    "Cosine",
-    "DistInfo",
-    "FitResult",
-    "Interrupted",
-    "JsonlLogger",
-    "LRScheduler",
-    "MetricLogger",
-    "NonFiniteLossError",
-    "OnlineSampler",
-    "Progress",
-    "ResumableDistributedSampler",
-    "RunLogger",
-    "RunOptions",
-    "SeededDataset",
-    "TensorBoardLogger",
-    "TimmCosine",
-    "WandbLogger",
-    "all_reduce_mean",
-    "arg",
-    "atomic_torch_save",
-    "atomic_write",
-    "atomic_write_json",
-    "atomic_write_text",
-    "barrier",
-    "build_adamw",
-    "build_scheduler",
-    "check_config",
-    "checkpoint_dir",
-    "checkpoint_name",
-    "cleanup",
-    "config_from_dict",
-    "config_to_dict",
-    "enable_determinism",
-    "fit",
-    "flag",
-    "get_rank",
-    "get_world_size",
-    "init_distributed",
-    "is_distributed",
-    "latest_checkpoint",
-    "list_checkpoints",
-    "load_checkpoint",
-    "load_config",
-    "load_model_weights",
-    "load_newest_readable",
-    "load_preset",
-    "make_dataloader",
-    "move_to_device",
-    "param_groups",
-    "parse_config",
-    "plot_curves",
-    "provenance",
-    "resolve_device",
-    "rng_state",
-    "sample_seed",
-    "save_checkpoint",
-    "save_config",
-    "seed_everything",
-    "seeded",
-    "set_rng_state",
-    "start_run",
-    "unwrap_model",
-    "updates_per_epoch",
-    "worker_seed",
-    "wrap_ddp",
-]
+
+def __getattr__(name: str) -> Any:
+    module = _MODULE_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module 'mm_train' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"mm_train.{module}"), name)
+    globals()[name] = value  # later lookups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_MODULE_OF])

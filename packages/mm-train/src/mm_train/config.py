@@ -528,16 +528,15 @@ def _find_preset(name: str, preset_dir: Path | None) -> Path:
 def _split_values(argv: list[str], leaves: list[Leaf]) -> list[str]:
     """Spell list values and None the way tyro reads them.
 
-    ``--dims 1,2 --dims 3`` becomes ``--dims 1 2 3`` (the occurrences of a list flag are
-    joined, as before tyro), and ``none`` after an optional flag becomes ``None``.
+    ``--dims 1,2`` becomes ``--dims 1 2`` and ``none`` after an optional flag ``None``;
+    ``--field_name`` is spelled ``--field-name``. A repeated flag, list or not, is left for
+    tyro: the last occurrence wins.
     """
     by_flag: dict[str, Leaf] = {}
     for leaf in leaves:
         by_flag[flag(leaf.path)] = leaf
         by_flag["--" + leaf.path] = leaf
     out: list[str] = []
-    seq_values: dict[str, list[str]] = {}  # list flag -> every value given, in order
-    seq_at: dict[str, int] = {}  # list flag -> its place in `out`
     i = 0
     while i < len(argv):
         token = argv[i]
@@ -546,32 +545,19 @@ def _split_values(argv: list[str], leaves: list[Leaf]) -> list[str]:
             break
         name, eq, inline = token.partition("=")
         leaf = by_flag.get(name) if token.startswith("--") else None
+        i += 1
         if leaf is None:
             out.append(token)
-            i += 1
             continue
         values = [inline] if eq else []
-        i += 1
-        if not eq:
-            while i < len(argv) and not argv[i].startswith("--"):
-                values.append(argv[i])
-                i += 1
-        tp = _optional_inner(leaf.tp) or leaf.tp
+        while not eq and i < len(argv) and not argv[i].startswith("--"):
+            values.append(argv[i])
+            i += 1
         if _optional_inner(leaf.tp) is not None:
             values = ["None" if v.strip().lower() == "none" else v for v in values]
-        key = flag(leaf.path)
-        if _seq_args(tp) is not None:
-            pieces = [p.strip() for v in values for p in v.split(",") if p.strip()]
-            if key not in seq_at:
-                seq_at[key] = len(out)
-                out.append(key)
-                seq_values[key] = []
-            seq_values[key].extend(pieces)
-            continue
-        out.extend([key, *values])
-    # list values go right after their flag (where it first appeared)
-    for key, at in sorted(seq_at.items(), key=lambda kv: -kv[1]):
-        out[at + 1 : at + 1] = seq_values[key]
+        if _seq_args(_optional_inner(leaf.tp) or leaf.tp) is not None:
+            values = [p.strip() for v in values for p in v.split(",") if p.strip()]
+        out.extend([flag(leaf.path), *values])
     return out
 
 

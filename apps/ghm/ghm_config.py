@@ -1,0 +1,138 @@
+"""The GHM app's configs (train.py and eval.py flags), importable without torch.
+
+`--help` and every config error come from here, before torch and the models are loaded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from mm_train import RunOptions, arg, load_config
+
+Task = Literal["clip", "dns", "sdns", "nwp", "snwp"]
+DATA_TASK = {"clip": "clip", "dns": "dns", "sdns": "dns", "nwp": "nwp", "snwp": "nwp"}
+
+
+@dataclass
+class GHMAppConfig(RunOptions):
+    """Every field is a --flag of train.py; presets (TOML) set groups of them."""
+
+    out: str = arg("runs/ghm", "run directory (config, metrics, checkpoints)", may_change=True)
+    task: Task = arg("clip", "clip | dns | sdns | nwp | snwp")
+    attention: Literal["softmax", "relu"] = arg("softmax", "attention activation")
+    variant: Literal["standard", "shallow", "guided"] = arg("standard", "model variant")
+    p: float = arg(0.2, "flip probability of the transitions", ge=0, le=1)
+    n_layer: int = arg(4, "tree levels below the root", ge=1)
+    n_child: int = arg(3, "children per node", ge=1)
+    vocab: int = arg(10, "values a node can take", ge=2)
+    tree_seed: int = arg(42, "seed of the tree (permutations and noise matrices)")
+    sigma: float = arg(1.0, "noise std of the denoising tasks", gt=0)
+    num_negatives: int = arg(4, "K: candidates per CLIP anchor (1 positive, K-1 negatives)", ge=2)
+    d_model: int = arg(0, "transformer width; 0 = the paper's width for the task", ge=0)
+    depth: int = arg(0, "transformer blocks; 0 = the paper's depth for task and variant", ge=0)
+    n_head: int = arg(1, "attention heads", ge=1)
+    embed_std: float = arg(
+        1.0, "init std of token/position embeddings (0.02 = nanoGPT's; slower)", gt=0
+    )
+    guided_lambda: float = arg(
+        0.0, "weight of the guided penalty (variant guided); 0 = paper value", ge=0
+    )
+    clip_run: str = arg("", "run directory of a trained clip run (sdns/snwp)")
+    steps: int = arg(3000, "optimizer steps (fresh samples every step)", ge=1, may_change=True)
+    batch_size: int = arg(
+        128, "samples per step per process (global batch = this x processes)", ge=1
+    )
+    lr: float = arg(0.0, "peak learning rate; 0 = the paper's value for task and variant", ge=0)
+    weight_decay: float = arg(1e-3, "decoupled weight decay of AdamW", ge=0)
+    clip_grad: float = arg(1.0, "gradient-norm clipping", gt=0)
+    risk_window: int = arg(100, "risk = mean of the last N training losses", ge=1)
+    bayes_samples: int = arg(10_000, "fresh samples for the Bayes risk", ge=1)
+    threads: int = arg(0, "torch CPU threads; 0 = torch's default", ge=0, may_change=True)
+    amp: Literal["off", "bf16", "fp16"] = arg("off", "autocast on CUDA")
+    log_every: int = arg(50, "steps between metrics.jsonl lines", ge=1, may_change=True)
+    checkpoint_every: int = arg(500, "steps between checkpoints", ge=1, may_change=True)
+    keep_last: int = arg(2, "checkpoints kept", ge=1, may_change=True)
+
+    def validate(self) -> None:
+        """Checks that involve more than one flag (ranges are checked per field)."""
+        if self.task in ("sdns", "snwp"):
+            if not self.clip_run:
+                raise ValueError(
+                    f"--task {self.task} needs --clip-run: the directory of a trained clip run"
+                )
+            clip_run_config(self)
+        if self.variant == "guided" and self.task not in GUIDED_TASKS:
+            raise ValueError(
+                f"--variant guided applies to the tasks with a full token sequence "
+                f"{GUIDED_TASKS}, not --task {self.task}: its frozen CLIP embedding is one "
+                "token, which has no tree levels to match"
+            )
+
+
+# ghm.md section 4: learning rates by task and variant; guided penalties.
+GUIDED_TASKS = ("clip", "dns", "nwp")
+PAPER_LR = {
+    ("clip", "standard"): 3e-4, ("clip", "shallow"): 3e-4, ("clip", "guided"): 1e-3,
+    ("dns", "standard"): 1e-3, ("dns", "shallow"): 1e-3, ("dns", "guided"): 1e-2,
+    ("nwp", "standard"): 3e-4, ("nwp", "shallow"): 3e-4, ("nwp", "guided"): 1e-3,
+}  # fmt: skip
+PAPER_LAMBDA = {"clip": 0.1, "dns": 0.1, "nwp": 1e-3}
+
+
+def clip_run_config(cfg: GHMAppConfig) -> GHMAppConfig:
+    """The config of `cfg.clip_run`: a clip run on a tree of `cfg`'s shape (else ValueError)."""
+    run = Path(cfg.clip_run)
+    config_path = run / "config.json"
+    if not config_path.is_file():
+        raise ValueError(f"--clip-run {run} has no config.json; is it a train.py output directory?")
+    clip_cfg = load_config(GHMAppConfig, config_path)
+    if clip_cfg.task != "clip":
+        raise ValueError(f"--clip-run {run}: task is {clip_cfg.task!r}, expected 'clip'")
+    for key in ("n_layer", "n_child", "vocab"):
+        if getattr(clip_cfg, key) != getattr(cfg, key):
+            raise ValueError(
+                f"--clip-run {run}: the clip run has {key}={getattr(clip_cfg, key)}, this run "
+                f"has {key}={getattr(cfg, key)}; the tree shapes must match"
+            )
+    return clip_cfg
+
+
+@dataclass
+class EvalConfig:
+    """Flags of eval.py; the tree fields default to the training defaults."""
+
+    bayes: bool = arg(False, "Bayes risk of --task at --p")
+    run: str = arg("", "a clip run directory (for --zero-shot/--ood/--compare)")
+    zero_shot: bool = arg(False, "zero-shot risk vs M of --run")
+    ood: bool = arg(False, "OOD sweep over --p-values of --run")
+    compare: tuple[str, ...] = arg(
+        (), "clip runs of --run's tree to score against it on the same samples"
+    )
+    task: Literal["clip", "zsc", "dns", "nwp"] = arg("clip", "Bayes task")
+    p: float = arg(0.2, "flip probability (Bayes mode)", ge=0, le=1)
+    n_layer: int = arg(4, "tree levels below the root", ge=1)
+    n_child: int = arg(3, "children per node", ge=1)
+    vocab: int = arg(10, "values a node can take", ge=2)
+    tree_seed: int = arg(42, "seed of the tree")
+    sigma: float = arg(1.0, "noise std of denoising", gt=0)
+    num_negatives: int = arg(4, "K of the CLIP loss", ge=2)
+    samples: int = arg(10_000, "fresh samples per evaluated quantity", ge=2)
+    m_values: tuple[int, ...] = arg((5, 10, 25, 50, 100, 250), "prompts per class", ge=1)
+    p_values: tuple[float, ...] = arg(
+        (0.02, 0.1, 0.2, 0.3, 0.4), "test flip probabilities", ge=0, le=1
+    )
+    batch_size: int = arg(500, "evaluation batch size", ge=1)
+    out: str = arg("runs/ghm-eval", "output directory")
+    device: Literal["auto", "cpu", "cuda"] = arg("auto", "device")
+    seed: int = arg(1, "seed of the evaluation samples")
+
+    def validate(self) -> None:
+        """At least one evaluation, and a run for those that need one."""
+        if not (self.bayes or self.zero_shot or self.ood or self.compare):
+            raise ValueError("nothing to do; pass --bayes, --zero-shot, --ood or --compare")
+        if (self.zero_shot or self.ood or self.compare) and not self.run:
+            raise ValueError(
+                "--zero-shot, --ood and --compare evaluate a trained run; pass --run DIR"
+            )
