@@ -202,14 +202,17 @@ class ResumableDistributedSampler(Sampler[int]):
 
 
 class SeededDataset(Dataset):
-    """``dataset[i]`` drawn with every global generator seeded from (seed, epoch, i).
+    """A dataset whose random draws depend only on (seed, epoch, which samples are loaded).
 
-    Random augmentation inside ``__getitem__`` (torchvision, timm, numpy, ``random``) then
-    depends only on the sample and the epoch, not on which worker process loads it or
-    what it loaded before. So a run resumed mid-epoch, with any ``num_workers``, draws
-    exactly the augmentations the uninterrupted run drew. The caller's generators are
-    restored after each sample. ``fit`` calls ``set_epoch`` at the start of each epoch.
-    Attributes of the wrapped dataset are reachable on the wrapper.
+    A ``DataLoader`` fetches a batch with ``__getitems__(indices)``: every global generator
+    (torch, numpy, Python's ``random``) is seeded from (seed, epoch, the batch's indices),
+    then the samples are loaded in order. Random augmentation inside ``__getitem__``
+    (torchvision, timm, numpy, ``random``) then does not depend on which worker process
+    loads the batch or what it loaded before, so a run resumed mid-epoch, with any
+    ``num_workers``, draws exactly the augmentations of the uninterrupted run. One seeding
+    per batch costs ~0.1 ms. ``dataset[i]`` alone is seeded from (seed, epoch, i). The
+    caller's generators are restored afterwards. ``fit`` calls ``set_epoch`` at the start
+    of each epoch. Attributes of the wrapped dataset are reachable on the wrapper.
     """
 
     def __init__(self, dataset: Dataset, seed: int) -> None:
@@ -228,6 +231,12 @@ class SeededDataset(Dataset):
         with seeded(sample_seed(self.seed, self.epoch, int(index))):
             return self.dataset[index]
 
+    def __getitems__(self, indices: list[int]) -> list[Any]:
+        key = hash(tuple(int(i) for i in indices))  # ints hash alike in every process
+        with seeded(sample_seed(self.seed, self.epoch, key & 0xFFFFFFFFFFFFFFFF)):
+            inner = getattr(self.dataset, "__getitems__", None)
+            return list(inner(indices)) if inner else [self.dataset[i] for i in indices]
+
     def __getattr__(self, name: str) -> Any:
         if name == "dataset":  # not set yet (unpickling)
             raise AttributeError(name)
@@ -242,23 +251,29 @@ def make_dataloader(
     seed: int = 0,
     drop_last: bool = False,
     info: DistInfo | None = None,
-    seed_samples: bool = True,
+    seed_samples: bool | None = None,
     **loader_kwargs: Any,
 ) -> DataLoader:
     """A DataLoader over this rank's share of ``dataset`` with a ``ResumableDistributedSampler``.
 
     ``batch_size`` is per process. ``drop_last`` drops the incomplete last batch as well as
-    the samples that do not divide evenly between ranks. With ``seed_samples`` (default)
-    the dataset is wrapped in ``SeededDataset``, so per-sample randomness is a function of
-    (seed, epoch, index) and resume is exact with worker processes and random transforms.
-    Extra keyword arguments (``num_workers``, ``collate_fn``, ``pin_memory``, ...) go to
-    ``DataLoader``; ``persistent_workers`` is refused with ``seed_samples`` (the workers
-    would keep the first epoch's seeds).
+    the samples that do not divide evenly between ranks. Extra keyword arguments
+    (``num_workers``, ``collate_fn``, ``pin_memory``, ...) go to ``DataLoader``.
+
+    Exact resume with random augmentation: in the main process (``num_workers=0``) the
+    dataset draws from the generators that checkpoints save, so nothing is needed. Worker
+    processes have generators of their own that no checkpoint holds, so with
+    ``num_workers > 0`` (``seed_samples=None``, the default) or ``seed_samples=True`` the
+    dataset is wrapped in ``SeededDataset``: each batch's randomness is a function of
+    (seed, epoch, its indices). ``persistent_workers`` is refused then (the workers would
+    keep the first epoch's seeds).
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if "sampler" in loader_kwargs or "batch_sampler" in loader_kwargs:
         raise ValueError("make_dataloader builds its own sampler; do not pass `sampler`")
+    if seed_samples is None:
+        seed_samples = loader_kwargs.get("num_workers", 0) > 0
     if seed_samples and loader_kwargs.get("persistent_workers"):
         raise ValueError(
             "persistent_workers=True keeps the dataset of the first epoch in the workers, so "

@@ -393,12 +393,13 @@ class _Trainer:
             batch = move_to_device(batch, self.device, non_blocking=self.device.type == "cuda")
             last = k == window - 1
             sync = nullcontext() if last or not self.is_ddp else self.model.no_sync()
+            autocast = (
+                torch.autocast(self.device.type, dtype=self.amp_dtype)
+                if self.amp_dtype is not None
+                else nullcontext()
+            )
             with sync:
-                with torch.autocast(
-                    self.device.type,
-                    dtype=self.amp_dtype,
-                    enabled=self.amp_dtype is not None,
-                ):
+                with autocast:
                     loss, metrics = _split_output(self.step_fn(self.model, batch), step)
                 scaled = loss.float() / window
                 if self.scaler is not None:

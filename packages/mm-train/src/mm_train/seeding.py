@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.utils.data import get_worker_info
 
 __all__ = [
     "DEVICE_CHOICES",
@@ -212,15 +213,21 @@ def sample_seed(base_seed: int, epoch: int, index: int) -> int:
 @contextlib.contextmanager
 def seeded(seed: int) -> Iterator[None]:
     """Seed Python's ``random``, numpy's global generator and torch's CPU generator with
-    ``seed`` inside the block, and put the three states back afterwards."""
+    ``seed`` inside the block, and put the three states back afterwards.
+
+    In a DataLoader worker process the states are not put back (nothing else in the
+    worker draws from them, and each batch seeds them again), which halves the cost.
+    """
     seed = _check_seed(seed)
-    saved = (random.getstate(), np.random.get_state(), torch.get_rng_state())
+    in_worker = get_worker_info() is not None
+    saved = None if in_worker else (random.getstate(), np.random.get_state(), torch.get_rng_state())
     random.seed(seed)
     np.random.seed(seed)
     torch.default_generator.manual_seed(seed)  # CPU only: CUDA generators are untouched
     try:
         yield
     finally:
-        random.setstate(saved[0])
-        np.random.set_state(saved[1])
-        torch.set_rng_state(saved[2])
+        if saved is not None:
+            random.setstate(saved[0])
+            np.random.set_state(saved[1])
+            torch.set_rng_state(saved[2])
