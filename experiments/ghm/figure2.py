@@ -30,7 +30,7 @@ def run_once(args, task: str, variant: str, p: float) -> dict:
     if not summary.is_file():
         cmd = [sys.executable, str(ROOT / "apps/ghm/train.py"), "--preset", args.preset,
                "--task", task, "--variant", variant, "--p", str(p), "--device", args.device,
-               "--out", str(out), *args.extra]  # fmt: skip
+               "--out", str(out), "--resume", *args.extra]  # fmt: skip
         if args.steps:
             cmd += ["--steps", str(args.steps)]
         print("+", " ".join(cmd), flush=True)

@@ -29,7 +29,7 @@ def run_once(args: argparse.Namespace, size: int) -> list[dict]:
     results = out / "results.csv"
     if not results.is_file():
         train = [sys.executable, str(APP / "train.py"), "--preset", args.preset,
-                 "--encoding-size", str(size), "--device", args.device, "--out", str(out),
+                 "--encoding-size", str(size), "--device", args.device, "--out", str(out), "--resume",
                  *args.extra]  # fmt: skip
         if args.datapath:
             train += ["--datapath", args.datapath]

@@ -38,7 +38,7 @@ def run_once(args: argparse.Namespace, setting: str, p: float) -> list[dict]:
     if not results.is_file():
         train = [sys.executable, str(APP / "train.py"), "--preset", args.preset,
                  "--style-change-prob", str(p), *SETTINGS[setting], "--device", args.device,
-                 "--seed", str(args.seed), "--out", str(out), *args.extra]  # fmt: skip
+                 "--seed", str(args.seed), "--out", str(out), "--resume", *args.extra]  # fmt: skip
         if args.steps:
             train += ["--steps", str(args.steps)]
         evaluate = [sys.executable, str(APP / "eval.py"), "--preset", args.eval_preset,
