@@ -5,13 +5,20 @@ Usage: torchrun --nproc_per_node W _dist_worker.py OUT.json
 For every case of ``_loss_cases.all_cases()`` and two consecutive steps, each rank
 compares with one process on the concatenated (global) batch:
 - the loss value, averaged over ranks;
-- the gradient w.r.t. its local features, after backpropagating loss / world (so that
-  the per-rank gradients are those of the mean over ranks, as DDP's averaging makes
-  them), against the matching rows of the single-process gradient;
-- the gradient of every parameter, summed over ranks;
+- the gradient w.r.t. its local features (backpropagating the rank's own value, as a
+  training script does), divided by the world size (what DDP's averaging makes of it
+  in the model), against the matching rows of the single-process gradient;
+- the gradient of every loss parameter as the loss leaves it: the loss averages it
+  over ranks itself, so it must equal the single-process gradient on every rank;
 - every entry of the state dict (per-sample state, EMAs, parameters) after the step.
 The single-process references are computed in the same process before the process
-group is initialised. Rank 0 writes {case id: [problems]} as JSON.
+group is initialised.
+
+Then, for every loss with learnable parameters, a short training run: two linear
+encoders wrapped in DDP and the loss outside it (the README's recipe), AdamW over both,
+``TRAIN_STEPS`` steps on this rank's share of each global batch, against the same
+training in one process on the whole batch; every parameter, model and loss, must match,
+with nothing all-reduced by hand. Rank 0 writes {case id: [problems]} as JSON.
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ from _loss_cases import (
 )
 
 STEPS = 2
+TRAIN_STEPS = 4
 LOCAL_BATCH = 4
 RTOL, ATOL = 1e-4, 1e-5
 
@@ -46,7 +54,7 @@ def run_steps(case, global_inputs, world=1, rank=0):
     for inputs in global_inputs:
         inputs = with_grad(split_inputs(loss, inputs, world, rank) if world > 1 else inputs)
         value = loss(**inputs)
-        (value / world).backward()
+        value.backward()
         grads = {k: v.grad.clone() for k, v in inputs.items() if k in FEATURE_TENSORS}
         param_grads = {
             name: p.grad.clone() for name, p in loss.named_parameters() if p.grad is not None
@@ -91,23 +99,87 @@ def compare(case, loss, records, references, global_inputs, world, rank) -> list
                 rows = torch.arange(rank * local, (rank + 1) * local)
             else:
                 rows = rank_rows(loss, total, world, rank)
-            if not close(grad, rgrads[key][rows]):
-                problems.append(describe(f"{prefix} grad {key}", grad, rgrads[key][rows]))
+            if not close(grad / world, rgrads[key][rows]):
+                problems.append(describe(f"{prefix} grad {key}", grad / world, rgrads[key][rows]))
         if set(pgrads) != set(rpgrads):
             problems.append(f"{prefix} parameters with grad {sorted(pgrads)} != {sorted(rpgrads)}")
         for name, grad in pgrads.items():
-            summed = grad.clone()
-            dist.all_reduce(summed)
-            if name in rpgrads and not close(summed, rpgrads[name]):
-                problems.append(
-                    describe(f"{prefix} grad of parameter {name}", summed, rpgrads[name])
-                )
+            if name in rpgrads and not close(grad, rpgrads[name]):
+                problems.append(describe(f"{prefix} grad of parameter {name}", grad, rpgrads[name]))
         if set(state) != set(rstate):
             problems.append(f"{prefix} state keys {sorted(state)} != {sorted(rstate)}")
         for key in state.keys() & rstate.keys():
             if not close(state[key], rstate[key]):
                 problems.append(describe(f"{prefix} state {key}", state[key], rstate[key]))
     return problems
+
+
+class Encoders(torch.nn.Module):
+    """Two linear encoders: raw inputs [B, 12] -> image and text features [B, 16]."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(1)
+        self.image, self.text = torch.nn.Linear(12, 16), torch.nn.Linear(12, 16)
+
+    def forward(self, image_in, text_in):
+        return self.image(image_in), self.text(text_in)
+
+
+def train(case, batches, world=1, rank=0) -> dict[str, torch.Tensor]:
+    """Every parameter (``model.*``, ``loss.*``) after AdamW steps on ``batches``; with
+    world > 1 the model is in DDP, the loss outside it, and this rank trains its rows."""
+    model, loss = Encoders(), build(case)
+    runner = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
+    optimizer = torch.optim.AdamW([*model.parameters(), *loss.parameters()], lr=0.05)
+    for inputs in batches:
+        if world > 1:
+            inputs = split_inputs(loss, inputs, world, rank)
+        image, text = runner(inputs["image_in"], inputs["text_in"])
+        rest = {k: v for k, v in inputs.items() if k not in ("image_in", "text_in")}
+        value = loss(image, text, **rest)
+        optimizer.zero_grad(set_to_none=True)
+        value.backward()
+        optimizer.step()
+    params = {f"model.{n}": p.detach().clone() for n, p in model.named_parameters()}
+    params |= {f"loss.{n}": p.detach().clone() for n, p in loss.named_parameters()}
+    return params
+
+
+def training_batches(case) -> list[dict[str, torch.Tensor]]:
+    """TRAIN_STEPS global batches of raw encoder inputs (+ index for stateful losses)."""
+    probe = build(case)
+    out = []
+    for step in range(TRAIN_STEPS):
+        inputs = make_inputs(probe, case, batch=LOCAL_BATCH * 2, dim=12, seed=100 + step)
+        inputs["image_in"] = inputs.pop("image_features")
+        inputs["text_in"] = inputs.pop("text_features")
+        out.append(inputs)
+    return out
+
+
+# clip's logit bias is a softmax no-op: its gradient is rounding noise, which Adam's
+# normalisation turns into full-size steps of either sign; it is compared across ranks only
+NOISE_ONLY = {"loss.logit_bias"}
+
+
+def compare_training(case, reference, got, rank) -> list[str]:
+    problems = []
+    for name, want in reference.items():
+        if case.name == "clip" and name in NOISE_ONLY:
+            pass
+        elif not torch.allclose(got[name], want, rtol=1e-5, atol=1e-6):
+            problems.append(describe(f"rank {rank} trained {name}", got[name], want))
+        same = got[name].clone()
+        dist.broadcast(same, src=0)
+        if not torch.equal(same, got[name]):
+            problems.append(f"rank {rank} trained {name} differs from rank 0's")
+    return problems
+
+
+def trainable(case) -> bool:
+    """Losses with learnable parameters (lp_simclr's explicit negatives need other inputs)."""
+    return any(True for _ in build(case).parameters()) and not case.negatives
 
 
 def check_error_agreement(rank: int) -> list[str]:
@@ -145,6 +217,10 @@ def main() -> None:
         except Exception:
             references[case.id] = traceback.format_exc()
 
+    train_cases = [c for c in cases if trainable(c)]
+    train_inputs = {c.id: training_batches(c) for c in train_cases}
+    train_refs = {c.id: train(c, train_inputs[c.id]) for c in train_cases}
+
     dist.init_process_group("gloo", timeout=datetime.timedelta(seconds=120))
     rank = dist.get_rank()
     results = {}
@@ -159,6 +235,13 @@ def main() -> None:
         except Exception:
             problems = [f"rank {rank}: " + traceback.format_exc()]
         results[case.id] = problems
+    for case in train_cases:
+        try:
+            got = train(case, train_inputs[case.id], world, rank)
+            problems = compare_training(case, train_refs[case.id], got, rank)
+        except Exception:
+            problems = [f"rank {rank}: " + traceback.format_exc()]
+        results[f"_train:{case.id}"] = problems
     results["_bad_input_on_one_rank"] = check_error_agreement(rank)
 
     # Every rank writes its own file (all_gather_object would need numpy, which a

@@ -7,7 +7,6 @@ a newly registered loss is tested by being registered.
 
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass, field
 
 import torch
@@ -49,8 +48,7 @@ def build(case: Case) -> torch.nn.Module:
     """Build the case's loss; ``num_samples`` is given to losses that keep per-sample state."""
     cls = mm_losses.get(case.name)
     kwargs = dict(case.kwargs)
-    takes_num_samples = "num_samples" in inspect.signature(cls).parameters
-    if getattr(cls, "stateful", False) or (takes_num_samples and "num_samples" not in kwargs):
+    if getattr(cls, "stateful", False) or kwargs.get("temperature") == "per_sample":
         kwargs.setdefault("num_samples", NUM_SAMPLES)
     torch.manual_seed(0)  # identical initialisation of any random parameter
     return mm_losses.build(case.name, **kwargs)

@@ -14,7 +14,12 @@ import sys
 from pathlib import Path
 
 import pytest
-from _loss_cases import all_cases
+from _loss_cases import all_cases, build
+
+
+def _trainable(case) -> bool:
+    return any(True for _ in build(case).parameters()) and not case.negatives
+
 
 pytestmark = pytest.mark.distributed
 
@@ -62,6 +67,18 @@ def test_two_ranks_equal_one_process(results, case_id):
     assert case_id in results, f"{case_id}: the worker did not report it"
     problems = results[case_id]
     assert not problems, f"{case_id} differs between 2 ranks and 1 process:\n" + "\n".join(problems)
+
+
+TRAINABLE = [case.id for case in all_cases() if _trainable(case)]
+
+
+@pytest.mark.parametrize("case_id", TRAINABLE)
+def test_ddp_training_keeps_loss_parameters_identical_and_exact(results, case_id):
+    """Model in DDP, loss outside, AdamW, 4 steps: every parameter, model and loss, equals
+    one process on the whole batches, and rank 1 equals rank 0 (no hand-written
+    all-reduce: the loss averages its own parameters' gradients)."""
+    problems = results[f"_train:{case_id}"]
+    assert not problems, "\n".join(problems)
 
 
 def test_bad_input_on_one_rank_raises_on_every_rank(results):

@@ -140,6 +140,11 @@ def _bad_inputs(case: Case, stateful: bool) -> list[tuple[str, object, str]]:
         ("nan_features", replace(image_features=poke(math.nan)), r"NaN"),
         ("inf_features", replace(text_features=poke(math.inf)), r"NaN or Inf"),
         ("integer_features", replace(image_features=lambda x: x.long()), r"floating point"),
+        (
+            "mixed_dtypes",
+            replace(text_features=lambda t: t.double()),
+            r"same dtype, got torch.float32 and torch.float64",
+        ),
     ]
     if stateful:
 
@@ -156,7 +161,8 @@ def _bad_inputs(case: Case, stateful: bool) -> list[tuple[str, object, str]]:
             ("index_too_large", replace(index=set_index(0, NUM_SAMPLES)), r"range"),
             ("index_negative", replace(index=set_index(1, -1)), r"range"),
             ("index_duplicated", replace(index=set_index(1, "dup")), r"duplicated"),
-            ("index_int32", replace(index=lambda i: i.int()), r"int64"),
+            ("index_int16", replace(index=lambda i: i.short()), r"int64"),
+            ("index_float", replace(index=lambda i: i.float()), r"int64"),
             ("index_short", replace(index=lambda i: i[:-1]), r"index must have shape"),
         ]
     return bad
@@ -177,6 +183,87 @@ def test_bad_input_raises_value_error_and_leaves_state_alone(case: Case, mutate,
     with pytest.raises(ValueError, match=match):
         _step(loss, mutate(make_inputs(loss, case, seed=2)))
     _assert_same_state(before, _state(loss))
+
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_double_cast_follows_state_parameters_and_matches_float64_reference(case: Case):
+    """loss.double() on float64 inputs: every buffer and parameter is float64, the state
+    is written in float64, and two steps agree with the float32 loss to float32 rounding."""
+    reference, cast = build(case), build(case).double()
+    assert all(
+        v.dtype == torch.float64 for v in cast.state_dict().values() if v.is_floating_point()
+    )
+    for seed in (1, 2):
+        inputs = make_inputs(reference, case, seed=seed)
+        double_inputs = {k: v.double() if v.is_floating_point() else v for k, v in inputs.items()}
+        got, want = _step(cast, with_grad(double_inputs)), _step(reference, inputs)
+        assert got.dtype == torch.float64
+        assert_close(got, want.double(), rtol=1e-5, atol=1e-6, what=case.id)
+    for key, value in cast.state_dict().items():
+        if value.is_floating_point():
+            assert value.dtype == torch.float64, key
+            other = reference.state_dict()[key].double()
+            finite = torch.isfinite(other)
+            assert torch.equal(torch.isfinite(value), finite), key
+            assert_close(value[finite], other[finite], rtol=1e-4, atol=1e-6, what=key)
+
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_unknown_and_unused_keyword_arguments_raise(case: Case):
+    kwargs = dict(case.kwargs)
+    if (
+        getattr(mm_losses.get(case.name), "stateful", False)
+        or kwargs.get("temperature") == "per_sample"
+    ):
+        kwargs["num_samples"] = NUM_SAMPLES
+    with pytest.raises(ValueError, match=f"cannot build loss '{case.name}'"):
+        mm_losses.build(case.name, **kwargs, no_such_argument=1)
+    if case.name not in ("isogclr", "clip", "cyclip"):  # the losses with temperature steps
+        for name in ("rho", "eta", "beta"):
+            with pytest.raises(ValueError):
+                mm_losses.build(case.name, **kwargs, **{name: 0.5})
+
+
+STATEFUL_CASES = [c for c in CASES if build(c).stateful]
+
+
+@pytest.mark.parametrize("case", STATEFUL_CASES, ids=lambda c: c.id)
+def test_int32_index_is_accepted(case: Case):
+    loss = build(case)
+    inputs = make_inputs(loss, case, seed=3)
+    other = build(case)
+    a = _step(loss, inputs)
+    b = _step(other, {**inputs, "index": inputs["index"].int()})
+    assert torch.equal(a, b)
+    _assert_same_state(_state(loss), _state(other))
+
+
+NORMALISED = {
+    "clip", "siglip", "cyclip", "onlineclr", "nt_xent", "sogclr", "isogclr", "info_sogclr",
+    "hybrid_sogclr",
+}  # fmt: skip
+RAW = {"vicreg", "lp_simclr", "ghm_clip"}  # defined on raw embeddings (see the README)
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c.id == c.name], ids=lambda c: c.id)
+def test_one_normalisation_convention(case: Case):
+    """Every loss has `normalize`; the similarity losses default to True (same value for
+    3x features), the three defined on raw embeddings to False."""
+    assert case.name in NORMALISED | RAW
+    loss = build(case)
+    assert loss.normalize is (case.name in NORMALISED)
+    inputs = make_inputs(loss, case, seed=4)
+    scaled = {k: 3 * v if k in FEATURE_TENSORS else v for k, v in inputs.items()}
+    a, b = _step(build(case), inputs), _step(build(case), scaled)
+    if case.name in NORMALISED:
+        assert_close(a, b, rtol=1e-5, atol=1e-6)
+    else:
+        assert not torch.allclose(a, b)
+    kwargs = dict(case.kwargs, normalize=case.name in RAW)
+    if getattr(mm_losses.get(case.name), "stateful", False):
+        kwargs["num_samples"] = NUM_SAMPLES
+    flipped = mm_losses.build(case.name, **kwargs)
+    assert flipped.normalize is (case.name in RAW)
 
 
 @pytest.mark.parametrize("case", CASES, ids=IDS)

@@ -17,6 +17,7 @@ The test repeats both in one process and compares.
 from __future__ import annotations
 
 import sys
+import warnings
 from pathlib import Path
 
 import torch
@@ -70,6 +71,10 @@ def build_model() -> nn.Module:
 
 def build_optimizer(model: nn.Module, steps: int) -> tuple:
     optimizer = build_adamw(model, lr=0.02, weight_decay=0.05, lr_scales={"3": 0.5})
+    # a parameter outside the DDP module that nothing synchronises (it gets no gradient, so
+    # training is unchanged): fit must warn about it under DDP
+    stray = nn.Parameter(torch.zeros(3))
+    optimizer.add_param_group({"params": [stray], "param_names": ["stray.weight"]})
     return optimizer, build_scheduler(optimizer, "cosine", total=steps, warmup=2)
 
 
@@ -98,27 +103,30 @@ def main(out_dir: Path) -> None:
         counter.add(1000)  # must not count: the module is in eval mode
         return {"eval_rank": float(info.rank)}
 
-    fit(
-        wrap_ddp(model, info),
-        step_fn,
-        loader,
-        optimizer,
-        scheduler=scheduler,
-        epochs=EPOCHS,
-        grad_accum=GRAD_ACCUM,
-        clip_grad_norm=0.5,
-        out_dir=out_dir / "ddp",
-        log_every=1,
-        eval_fn=eval_fn,
-        stateful={"counter": counter},
-        progress=False,
-        seed=1,
-    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fit(
+            wrap_ddp(model, info),
+            step_fn,
+            loader,
+            optimizer,
+            scheduler=scheduler,
+            epochs=EPOCHS,
+            grad_accum=GRAD_ACCUM,
+            clip_grad_norm=0.5,
+            out_dir=out_dir / "ddp",
+            log_every=1,
+            eval_fn=eval_fn,
+            stateful={"counter": counter},
+            progress=False,
+            seed=1,
+        )
 
     sampler = ResumableDistributedSampler(NUM_SAMPLES + 3, seed=SAMPLER_SEED)  # pads
     torch.save(
         {
             "eval_modes": eval_modes,
+            "warnings": [str(w.message) for w in caught],
             "seen": int(counter.seen),
             "mean": all_reduce_mean(torch.tensor([info.rank + 1.0])),
             "sampler_rank": sampler.rank,

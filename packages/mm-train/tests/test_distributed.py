@@ -196,6 +196,8 @@ def test_ddp_saves_per_rank_state_and_evaluates_with_stateful_modules_in_eval_mo
     for r in (0, 1):
         assert int(per_rank[r]["counter"]["seen"]) == ranks[r]["seen"] == total
         assert ranks[r]["eval_modes"] == [False]  # eval_fn saw the loss in eval mode
+        drift = [w for w in ranks[r]["warnings"] if "drift apart" in w]
+        assert len(drift) == 1 and "stray.weight" in drift[0] and "1 optimiser" in drift[0]
         assert torch.allclose(ranks[r]["mean"], torch.tensor([1.5]))
         assert ranks[r]["sampler_rank"] == r
     indices = ranks[0]["indices"] + ranks[1]["indices"]

@@ -5,14 +5,21 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.distributed as dist
+import torch.nn.functional as F
 from torch import nn
 
 from mm_losses.distributed import (
     all_gather_no_grad,
     all_gather_with_grad,
+    is_distributed,
     raise_if_any_rank_failed,
     rank_and_world,
 )
+
+# Set on the parameters whose gradients a loss averages over ranks itself, so a trainer
+# can tell them from parameters that no one synchronises (mm_train checks this name).
+GRAD_AVERAGED_ATTR = "grad_averaged_over_ranks"
 
 
 def check_features(image_features: torch.Tensor, text_features: torch.Tensor) -> None:
@@ -26,6 +33,11 @@ def check_features(image_features: torch.Tensor, text_features: torch.Tensor) ->
             raise ValueError(f"{name} needs a batch of at least 2 samples, got {x.shape[0]}")
         if not x.is_floating_point():
             raise ValueError(f"{name} must be floating point, got {x.dtype}")
+    if image_features.dtype != text_features.dtype:
+        raise ValueError(
+            f"image_features and text_features must have the same dtype, got "
+            f"{image_features.dtype} and {text_features.dtype}"
+        )
     if image_features.shape != text_features.shape:
         raise ValueError(
             "image_features and text_features must have the same shape, got "
@@ -38,15 +50,23 @@ def check_features(image_features: torch.Tensor, text_features: torch.Tensor) ->
             raise ValueError(f"{name} contains NaN or Inf values")
 
 
-def check_index(index: torch.Tensor | None, batch: int, num_samples: int, loss_name: str) -> None:
-    """Raise ``ValueError`` unless ``index`` is int64 [batch], unique, in [0, num_samples)."""
+def as_index(index: torch.Tensor | None, loss_name: str) -> torch.Tensor:
+    """``index`` as int64 (an int32 tensor is cast); ``ValueError`` for anything else."""
     if index is None:
         raise ValueError(
             f"loss {loss_name!r} keeps per-sample state and needs `index` "
             "(int64 dataset indices of the batch, shape [B])"
         )
-    if not isinstance(index, torch.Tensor) or index.dtype != torch.int64:
-        raise ValueError(f"index must be an int64 tensor, got {getattr(index, 'dtype', index)}")
+    if not isinstance(index, torch.Tensor) or index.dtype not in (torch.int64, torch.int32):
+        raise ValueError(
+            f"index must be an int64 (or int32) tensor, got {getattr(index, 'dtype', index)}"
+        )
+    return index.long()
+
+
+def check_index(index: torch.Tensor | None, batch: int, num_samples: int, loss_name: str) -> None:
+    """Raise ``ValueError`` unless ``index`` is int64 [batch], unique, in [0, num_samples)."""
+    index = as_index(index, loss_name)
     if index.shape != (batch,):
         raise ValueError(f"index must have shape [{batch}], got {tuple(index.shape)}")
     lo, hi = int(index.min()), int(index.max())
@@ -65,6 +85,15 @@ def working_dtype(x: torch.Tensor) -> torch.dtype:
     least float32 even under autocast, while the matmuls may run in low precision.
     """
     return torch.promote_types(x.dtype, torch.float32)
+
+
+def _average_over_ranks(grad: torch.Tensor) -> torch.Tensor:
+    """Gradient hook: the mean of ``grad`` over the ranks (the identity alone)."""
+    if not is_distributed():
+        return grad
+    grad = grad.clone()
+    dist.all_reduce(grad)
+    return grad.div_(dist.get_world_size())
 
 
 class ContrastiveLoss(nn.Module):
@@ -87,12 +116,30 @@ class ContrastiveLoss(nn.Module):
     Inputs are validated before any state changes. In a process group, validation is
     agreed on by all ranks (one small collective): if any rank's input is bad, every
     rank raises ``ValueError`` instead of the others hanging in the gather.
+    ``check_inputs=False`` skips the checks: the value checks (NaN/Inf, index range and
+    uniqueness) read back one number each, a host synchronisation per call on an
+    accelerator, and under DDP the agreement is one more small collective.
+
+    Features are L2-normalised first when ``normalize`` is True (the default of every
+    similarity-based loss; see the package README for the losses defined on raw
+    embeddings). Learnable parameters of a loss (temperatures, biases) get their
+    gradient averaged over the ranks of an initialised process group by the loss itself
+    (a hook on each parameter), so the ranks stay identical with the model in DDP and the
+    loss outside it, and stay correct with the loss inside DDP too (the mean of equal
+    gradients is unchanged). Buffers, parameters and per-sample state follow module
+    casts (``.double()``, ``.half()``, ``.to(dtype)``).
     """
 
     registry_name: str = "?"
     stateful: bool = False
     num_samples: int = 0
     batch_multiple: int = 1
+    _hooked: bool = False
+
+    def __init__(self, *, normalize: bool = False, check_inputs: bool = True) -> None:
+        super().__init__()
+        self.normalize = bool(normalize)
+        self.check_inputs = bool(check_inputs)
 
     def forward(
         self,
@@ -100,30 +147,60 @@ class ContrastiveLoss(nn.Module):
         text_features: torch.Tensor,
         index: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        error = None
-        try:
-            check_features(image_features, text_features)
-            if self.stateful:
-                check_index(index, image_features.shape[0], self.num_samples, self.registry_name)
-        except ValueError as err:
-            error = err
+        """The loss of a batch: ``image_features``, ``text_features`` [B, d] (this rank's
+        rows) and, for stateful losses, ``index`` (int64 or int32 [B], the dataset index of
+        each pair, unique within the global batch). Returns a 0-dim tensor: this rank's
+        share, whose mean over ranks is the loss of the global batch."""
+        if not self._hooked:
+            self._average_parameter_grads()
         rank, world = rank_and_world()
-        if error is not None and world == 1:
-            raise error
+        if self.check_inputs:
+            error = None
+            try:
+                check_features(image_features, text_features)
+                if self.stateful:
+                    index = as_index(index, self.registry_name)
+                    check_index(
+                        index, image_features.shape[0], self.num_samples, self.registry_name
+                    )
+            except ValueError as err:
+                error = err
+            if world == 1 and error is not None:
+                raise error
+            if world > 1:
+                raise_if_any_rank_failed(error, [image_features.shape])
+        elif self.stateful:
+            index = as_index(index, self.registry_name)
+        if self.normalize and not self._normalizes_itself(image_features, world):
+            dtype = working_dtype(image_features)  # at least float32, also under autocast
+            image_features = F.normalize(image_features.to(dtype), dim=-1)
+            text_features = F.normalize(text_features.to(dtype), dim=-1)
         if world == 1:
             index_all = index if self.stateful else None
             return self.compute(
                 image_features, text_features, index_all, 0, image_features.shape[0]
             )
-        raise_if_any_rank_failed(error, [image_features.shape])
         batch = image_features.shape[0]
         image_all = all_gather_with_grad(image_features, check_shape=False)
         text_all = all_gather_with_grad(text_features, check_shape=False)
         index_all = None
         if self.stateful:
             index_all = all_gather_no_grad(index, check_shape=False)
-            check_index(index_all, batch * world, self.num_samples, self.registry_name)
+            if self.check_inputs:
+                check_index(index_all, batch * world, self.num_samples, self.registry_name)
         return self.compute(image_all, text_all, index_all, rank, batch)
+
+    def _normalizes_itself(self, image_features: torch.Tensor, world: int) -> bool:
+        """Whether ``compute`` normalises the features itself (a fused path); False here."""
+        return False
+
+    def _average_parameter_grads(self) -> None:
+        """Hook every parameter once: its gradient becomes the mean over ranks."""
+        for param in self.parameters():
+            if not getattr(param, GRAD_AVERAGED_ATTR, False):
+                param.register_hook(_average_over_ranks)
+                setattr(param, GRAD_AVERAGED_ATTR, True)
+        self._hooked = True
 
     def compute(
         self,

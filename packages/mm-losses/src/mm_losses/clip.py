@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mm_losses.base import ContrastiveLoss, working_dtype
+from mm_losses.distributed import all_gather_no_grad, is_distributed
 from mm_losses.registry import register
 
 TEMPERATURE_MODES = ("fixed", "learnable", "per_sample")
@@ -22,27 +23,45 @@ TEMPERATURE_MODES = ("fixed", "learnable", "per_sample")
 class Temperature(nn.Module):
     """Temperature of a softmax loss: fixed, one learnable scalar, or one per dataset sample.
 
-    Learnable temperatures are stored as ``logit_scale = log(1 / tau)`` (open_clip's
+    A learnable temperature is stored as ``logit_scale = log(1 / tau)`` (open_clip's
     parametrisation, so ``exp(logit_scale)`` multiplies the similarities) and projected
     onto ``[log(1/tau_max), log(1/tau_min)]`` at every call, the way open_clip clamps its
     logit scale to at most 100 after each step (``tau_min=0.01`` reproduces that). The
     projection happens before the value is used, so a parameter pushed past a bound by an
     optimiser step comes back and keeps receiving gradient.
+
+    Per-sample temperatures are buffers, not parameters, updated by the loss itself only
+    where visited, as iSogCLR updates its temperatures (Qiu et al. 2023, Alg. 1): when
+    the loss is backpropagated, anchor i's per-anchor gradient g_i = d loss_i / d
+    logit_scale_i moves a momentum u_i <- (1 - beta) u_i + beta g_i and the temperature
+    logit_scale_i <- clamp(logit_scale_i - eta u_i). Unvisited samples do not move (an
+    optimiser's momentum would move them), and nothing of size num_samples is all-reduced:
+    under DDP the ranks exchange the visited rows only, so every rank writes the same.
     """
 
     def __init__(
         self,
         mode: str = "fixed",
         tau: float = 0.07,
-        tau_min: float = 0.01,
-        tau_max: float = 1.0,
+        tau_min: float | None = None,
+        tau_max: float | None = None,
         num_samples: int | None = None,
+        eta: float | None = None,
+        beta: float | None = None,
     ) -> None:
         super().__init__()
         if mode not in TEMPERATURE_MODES:
             raise ValueError(f"temperature must be one of {TEMPERATURE_MODES}, got {mode!r}")
         if tau <= 0:
             raise ValueError(f"tau must be positive, got {tau}")
+        unused = {"tau_min": tau_min, "tau_max": tau_max} if mode == "fixed" else {}
+        if mode != "per_sample":
+            unused |= {"num_samples": num_samples, "eta": eta, "beta": beta}
+        given = sorted(k for k, v in unused.items() if v is not None)
+        if given:
+            raise ValueError(f"{', '.join(given)} unused with temperature={mode!r}")
+        tau_min = 0.01 if tau_min is None else tau_min
+        tau_max = 1.0 if tau_max is None else tau_max
         if mode != "fixed" and not 0 < tau_min <= tau <= tau_max:
             raise ValueError(f"need 0 < tau_min <= tau <= tau_max, got {tau_min}, {tau}, {tau_max}")
         self.mode, self.tau = mode, float(tau)
@@ -53,18 +72,41 @@ class Temperature(nn.Module):
         elif mode == "per_sample":
             if num_samples is None or num_samples < 1:
                 raise ValueError("temperature='per_sample' needs num_samples (the dataset size)")
-            self.logit_scale = nn.Parameter(torch.full((num_samples,), init))
+            self.eta = 0.01 if eta is None else float(eta)
+            self.beta = 0.9 if beta is None else float(beta)
+            if self.eta < 0 or not 0 < self.beta <= 1:
+                raise ValueError(f"need eta >= 0 and 0 < beta <= 1, got {self.eta}, {self.beta}")
+            self.register_buffer("logit_scale", torch.full((num_samples,), init))
+            self.register_buffer("momentum", torch.zeros(num_samples))
 
-    def scale(self, index: torch.Tensor | None = None) -> torch.Tensor | float:
-        """1 / tau: a float (fixed), a 0-d tensor (learnable) or a [B] tensor (per sample)."""
+    def scale(self, index: torch.Tensor | None = None, batch: int = 1) -> torch.Tensor | float:
+        """1 / tau: a float (fixed), a 0-d tensor (learnable) or a [B] tensor (per sample).
+
+        Per sample, ``index`` holds this rank's anchors and ``batch`` their number: the
+        rank's value is the mean over them, so batch x its gradient is each anchor's own.
+        """
         if self.mode == "fixed":
             return 1.0 / self.tau
         lo, hi = self.bounds
         if self.mode == "learnable":
             self.logit_scale.data.clamp_(lo, hi)
             return self.logit_scale.exp()
-        self.logit_scale.data[index] = self.logit_scale.data[index].clamp(lo, hi)
-        return self.logit_scale[index].exp()
+        log_scale = self.logit_scale[index].clamp(lo, hi)
+        if self.training and torch.is_grad_enabled():
+            log_scale.requires_grad_(True)
+            log_scale.register_hook(lambda grad: self._step(index, grad * batch))
+        return log_scale.exp()
+
+    @torch.no_grad()
+    def _step(self, index: torch.Tensor, grad: torch.Tensor) -> None:
+        """Move the temperatures of ``index`` (per-anchor gradient ``grad``); all ranks."""
+        index, grad = index.to(self.logit_scale.device), grad.to(self.logit_scale.dtype)
+        if is_distributed():
+            index, grad = all_gather_no_grad(index), all_gather_no_grad(grad)
+        lo, hi = self.bounds
+        u = torch.lerp(self.momentum[index], grad, self.beta)
+        self.momentum[index] = u
+        self.logit_scale[index] = (self.logit_scale[index] - self.eta * u).clamp(lo, hi)
 
     def diagnostics(self) -> dict[str, float]:
         if self.mode == "fixed":
@@ -77,10 +119,6 @@ class Temperature(nn.Module):
             "tau_min": float(tau.min()),
             "tau_max": float(tau.max()),
         }
-
-
-def _features(x: torch.Tensor, normalize: bool) -> torch.Tensor:
-    return F.normalize(x, dim=-1) if normalize else x
 
 
 def symmetric_info_nce(
@@ -129,11 +167,29 @@ def _chunk_rows(n: int) -> int:
     return max(1, _CHUNK_ELEMENTS // n)
 
 
+_NORM_EPS = 1e-12  # F.normalize's floor of the norm
+
+
+def _unit_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x / max(||x||, eps), max(||x||, eps)) row-wise, as F.normalize (no graph)."""
+    norm = torch.linalg.vector_norm(x, dim=1, keepdim=True).clamp_min_(_NORM_EPS)
+    return x / norm, norm
+
+
+def _through_normalisation(grad: torch.Tensor, unit: torch.Tensor, norm: torch.Tensor):
+    """The gradient w.r.t. x given the gradient w.r.t. x / ||x||: (g - u <u, g>) / ||x||
+    (I / eps where the norm is floored at eps, as F.normalize)."""
+    radial = torch.linalg.vecdot(unit, grad, dim=1).unsqueeze(1)
+    out = (grad - unit * radial).div_(norm)
+    return torch.where(norm > _NORM_EPS, out, grad / _NORM_EPS)
+
+
 class _FusedSymmetricInfoNCE(torch.autograd.Function):
     """Single-process CLIP loss with a scalar scale, holding one B x B matrix at a time.
 
-    Same value and gradients as :func:`symmetric_info_nce` with ``rows`` = all: forward
-    keeps only the logits L = scale * X T^T and the row/column log-sum-exps; backward
+    Same value and gradients as L2 normalisation (when ``normalize``) followed by
+    :func:`symmetric_info_nce` with ``rows`` = all: forward normalises the rows without a
+    graph and keeps only the logits L = scale * X T^T and the row/column log-sum-exps; backward
     turns L in place into (softmax_row(L) + softmax_col(L) - 2 I), the gradient w.r.t. L
     up to a factor 1/(2B), and multiplies it back onto the features. Element-wise work
     runs over cache-sized row chunks through two small reused buffers, so there is no
@@ -144,7 +200,11 @@ class _FusedSymmetricInfoNCE(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, image, text, scale):
+    def forward(ctx, image, text, scale, normalize):
+        norms = None
+        if normalize:
+            (image, image_norm), (text, text_norm) = _unit_rows(image), _unit_rows(text)
+            norms = (image_norm, text_norm)
         logits = (image * scale) @ text.T
         n = logits.shape[0]
         rows = _chunk_rows(n)
@@ -163,6 +223,7 @@ class _FusedSymmetricInfoNCE(torch.autograd.Function):
         lse_col = col_sum.log_().add_(col_max)
         loss = 0.5 * (lse_row.mean() + lse_col.mean()) - logits.diagonal().mean()
         ctx.save_for_backward(image, text)
+        ctx.norms = norms
         ctx.logits, ctx.lse_row, ctx.lse_col = logits, lse_row, lse_col
         ctx.scale = float(scale)
         return loss
@@ -196,11 +257,15 @@ class _FusedSymmetricInfoNCE(torch.autograd.Function):
         grad_image = grad_text = grad_scale = None
         if ctx.needs_input_grad[0]:  # L = scale X T^T
             grad_image = (logits @ text).mul_(coefficient * scale)
+            if ctx.norms is not None:
+                grad_image = _through_normalisation(grad_image, image, ctx.norms[0])
         if ctx.needs_input_grad[1]:
             grad_text = (logits.T @ image).mul_(coefficient * scale)
+            if ctx.norms is not None:
+                grad_text = _through_normalisation(grad_text, text, ctx.norms[1])
         if want_scale:
             grad_scale = coefficient * (weighted - 2.0 * diagonal_sum) / scale
-        return grad_image, grad_text, grad_scale
+        return grad_image, grad_text, grad_scale, None
 
 
 @register("clip")
@@ -212,61 +277,69 @@ class CLIPLoss(ContrastiveLoss):
     Args:
         tau: temperature (initial value when learnable).
         temperature: "fixed", "learnable" (one global tau, log-parametrised as open_clip's
-            ``logit_scale``, clamped to [tau_min, tau_max]) or "per_sample" (one learnable
-            tau per dataset sample, used for that sample's image and text anchor rows;
-            needs ``num_samples`` and ``index``).
-        tau_min, tau_max: bounds of a learnable tau (tau_min=0.01 is open_clip's logit
-            scale cap of 100).
+            ``logit_scale``, clamped to [tau_min, tau_max]) or "per_sample" (one tau per
+            dataset sample, used for that sample's image and text anchor rows and updated
+            by the loss where visited, see ``Temperature``; needs ``num_samples`` and
+            ``index``).
+        tau_min, tau_max: bounds of a learnable tau (defaults 0.01 and 1.0; tau_min=0.01
+            is open_clip's logit scale cap of 100).
         num_samples: dataset size, for ``temperature="per_sample"``.
+        eta, beta: step size (0.01) and momentum weight (0.9) of per-sample temperatures.
         logit_bias: if not None, a learnable bias added to every logit, initialised to
             this value (as open_clip's ``logit_bias``). The softmax is shift invariant,
             so for this loss it changes neither value nor gradients; it exists for
             checkpoints that carry one.
         normalize: L2-normalise the features first (default True).
+        check_inputs: validate the inputs (default True; see ``ContrastiveLoss``).
     """
 
     def __init__(
         self,
         tau: float = 0.07,
         temperature: str = "fixed",
-        tau_min: float = 0.01,
-        tau_max: float = 1.0,
+        tau_min: float | None = None,
+        tau_max: float | None = None,
         num_samples: int | None = None,
+        eta: float | None = None,
+        beta: float | None = None,
         logit_bias: float | None = None,
         normalize: bool = True,
+        check_inputs: bool = True,
     ) -> None:
-        super().__init__()
-        self.temperature = Temperature(temperature, tau, tau_min, tau_max, num_samples)
+        super().__init__(normalize=normalize, check_inputs=check_inputs)
+        self.temperature = Temperature(
+            temperature, tau, tau_min, tau_max, num_samples, eta=eta, beta=beta
+        )
         self.stateful = temperature == "per_sample"
         self.num_samples = int(num_samples or 0) if self.stateful else 0
         self.logit_bias = None
         if logit_bias is not None:
             self.logit_bias = nn.Parameter(torch.tensor(float(logit_bias)))
-        self.normalize = normalize
+
+    def _normalizes_itself(self, image_features: torch.Tensor, world: int) -> bool:
+        return self._can_fuse(image_features, world)
 
     def compute(self, image_all, text_all, index_all, rank, local_batch):
-        if self._can_fuse(image_all, local_batch):
-            x = _features(image_all, self.normalize)
-            t = _features(text_all, self.normalize)
-            return _FusedSymmetricInfoNCE.apply(x, t, self.temperature.scale())
+        world = image_all.shape[0] // local_batch
+        if self._can_fuse(image_all, world):
+            scale = self.temperature.scale()
+            return _FusedSymmetricInfoNCE.apply(image_all, text_all, scale, self.normalize)
         return self._clip_terms(image_all, text_all, index_all, rank, local_batch)[0]
 
-    def _can_fuse(self, image_all: torch.Tensor, local_batch: int) -> bool:
+    def _can_fuse(self, image_all: torch.Tensor, world: int) -> bool:
         """The fused path: one process, one scalar tau, no bias, fp32/fp64, no autocast."""
         return (
-            local_batch == image_all.shape[0]
+            world == 1
             and self.temperature.mode != "per_sample"
             and self.logit_bias is None
             and image_all.dtype in (torch.float32, torch.float64)
             and not torch.is_autocast_enabled(image_all.device.type)
         )
 
-    def _clip_terms(self, image_all, text_all, index_all, rank, local_batch):
-        x = _features(image_all, self.normalize)
-        t = _features(text_all, self.normalize)
+    def _clip_terms(self, x, t, index_all, rank, local_batch):
         rows = slice(rank * local_batch, (rank + 1) * local_batch)
         if self.temperature.mode == "per_sample":
-            scale = self.temperature.scale(index_all[rows])
+            scale = self.temperature.scale(index_all[rows], batch=local_batch)
         else:
             scale = self.temperature.scale()
         bias = 0.0 if self.logit_bias is None else self.logit_bias
@@ -292,6 +365,7 @@ class SigLIPLoss(ContrastiveLoss):
         logit_bias: initial b (-10).
         learnable: learn t and b (default True); otherwise both stay fixed.
         normalize: L2-normalise the features first (default True).
+        check_inputs: validate the inputs (default True).
     """
 
     def __init__(
@@ -300,8 +374,9 @@ class SigLIPLoss(ContrastiveLoss):
         logit_bias: float = -10.0,
         learnable: bool = True,
         normalize: bool = True,
+        check_inputs: bool = True,
     ) -> None:
-        super().__init__()
+        super().__init__(normalize=normalize, check_inputs=check_inputs)
         if tau <= 0:
             raise ValueError(f"tau must be positive, got {tau}")
         log_scale = torch.tensor(math.log(1.0 / tau))
@@ -312,11 +387,8 @@ class SigLIPLoss(ContrastiveLoss):
         else:
             self.register_buffer("logit_scale", log_scale)
             self.register_buffer("logit_bias", bias)
-        self.normalize = normalize
 
-    def compute(self, image_all, text_all, index_all, rank, local_batch):
-        x = _features(image_all, self.normalize)
-        t = _features(text_all, self.normalize)
+    def compute(self, x, t, index_all, rank, local_batch):
         start = rank * local_batch
         sim = (x[start : start + local_batch] @ t.T).to(working_dtype(x))
         logits = sim * self.logit_scale.exp() + self.logit_bias
@@ -338,27 +410,39 @@ class CyCLIPLoss(CLIPLoss):
     loss = CLIP + in_modal_weight * mean_ij (<x_i, x_j> - <t_i, t_j>)^2
                 + cross_modal_weight * mean_ij (<x_i, t_j> - <x_j, t_i>)^2
     on the (normalised) features, i.e. ||XX^T - TT^T||^2 and ||XT^T - TX^T||^2 averaged
-    over the B^2 entries. (The authors' code scales both terms by an extra factor B.)
+    over the B^2 entries. The authors' code multiplies both regularisers by the batch
+    size B: ``reference_scale=True`` does that.
 
-    Args: ``in_modal_weight`` (0.25), ``cross_modal_weight`` (0.25), and every argument
-    of ``clip``.
+    Args: ``in_modal_weight`` (0.25), ``cross_modal_weight`` (0.25),
+    ``reference_scale`` (False), and every argument of ``clip``.
     """
 
     def __init__(
         self,
         tau: float = 0.07,
         temperature: str = "fixed",
-        tau_min: float = 0.01,
-        tau_max: float = 1.0,
+        tau_min: float | None = None,
+        tau_max: float | None = None,
         num_samples: int | None = None,
+        eta: float | None = None,
+        beta: float | None = None,
         logit_bias: float | None = None,
         normalize: bool = True,
+        check_inputs: bool = True,
         in_modal_weight: float = 0.25,
         cross_modal_weight: float = 0.25,
+        reference_scale: bool = False,
     ) -> None:
-        super().__init__(tau, temperature, tau_min, tau_max, num_samples, logit_bias, normalize)
+        super().__init__(
+            tau, temperature, tau_min, tau_max, num_samples, eta, beta, logit_bias,
+            normalize, check_inputs,
+        )  # fmt: skip
         self.in_modal_weight = float(in_modal_weight)
         self.cross_modal_weight = float(cross_modal_weight)
+        self.reference_scale = bool(reference_scale)
+
+    def _normalizes_itself(self, image_features: torch.Tensor, world: int) -> bool:
+        return False  # the regularisers need the normalised features
 
     def compute(self, image_all, text_all, index_all, rank, local_batch):
         terms = self._clip_terms(image_all, text_all, index_all, rank, local_batch)
@@ -367,8 +451,8 @@ class CyCLIPLoss(CLIPLoss):
         dtype = working_dtype(x)
         in_modal = (x[rows] @ x.T).to(dtype) - (t[rows] @ t.T).to(dtype)
         cross_modal = sim_image - sim_text  # <x_i, t_j> - <t_i, x_j>
-        return (
-            loss
-            + self.in_modal_weight * in_modal.square().mean()
+        factor = x.shape[0] if self.reference_scale else 1.0
+        return loss + factor * (
+            self.in_modal_weight * in_modal.square().mean()
             + self.cross_modal_weight * cross_modal.square().mean()
         )

@@ -11,6 +11,7 @@ positive and K-1 negatives, i.e. K logits.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from mm_losses.base import ContrastiveLoss, check_features, working_dtype
 from mm_losses.distributed import raise_if_any_rank_failed
@@ -76,10 +77,15 @@ class GHMClipLoss(ContrastiveLoss):
     Args:
         num_negatives: K as in the paper (4): the batch holds K+1 blocks and every anchor
             is scored against its positive and K-1 independent draws.
+        normalize: L2-normalise the features first (default False: the paper's loss
+            scores raw inner products, without temperature).
+        check_inputs: validate the inputs (default True).
     """
 
-    def __init__(self, num_negatives: int = 4) -> None:
-        super().__init__()
+    def __init__(
+        self, num_negatives: int = 4, normalize: bool = False, check_inputs: bool = True
+    ) -> None:
+        super().__init__(normalize=normalize, check_inputs=check_inputs)
         if num_negatives < 2:
             raise ValueError(f"num_negatives (K) must be at least 2, got {num_negatives}")
         self.num_negatives = int(num_negatives)
@@ -93,7 +99,8 @@ class GHMClipLoss(ContrastiveLoss):
     ) -> torch.Tensor:
         error = None
         try:
-            check_features(image_features, text_features)
+            if self.check_inputs:
+                check_features(image_features, text_features)
             rows = image_features.shape[0]
             if rows % self.batch_multiple:
                 raise ValueError(
@@ -102,7 +109,13 @@ class GHMClipLoss(ContrastiveLoss):
                 )
         except ValueError as err:
             error = err
-        raise_if_any_rank_failed(error, [image_features.shape] if error is None else [])
+        if self.check_inputs:
+            raise_if_any_rank_failed(error, [image_features.shape] if error is None else [])
+        elif error is not None:
+            raise error
+        if self.normalize:
+            image_features = F.normalize(image_features, dim=-1)
+            text_features = F.normalize(text_features, dim=-1)
         dtype = working_dtype(image_features)
         logits = ghm_clip_logits(
             image_features.to(dtype), text_features.to(dtype), self.num_negatives

@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 
 from mm_losses.base import ContrastiveLoss, working_dtype
 from mm_losses.distributed import all_gather_no_grad, rank_and_world
@@ -43,22 +42,27 @@ class OnlineCLRLoss(ContrastiveLoss):
         tau: temperature (0.07).
         gamma: EMA rate in (0, 1] (0.9); gamma = 1 uses the current batch only.
         normalize: L2-normalise the features first (default True).
+        check_inputs: validate the inputs (default True).
     """
 
-    def __init__(self, tau: float = 0.07, gamma: float = 0.9, normalize: bool = True) -> None:
-        super().__init__()
+    def __init__(
+        self,
+        tau: float = 0.07,
+        gamma: float = 0.9,
+        normalize: bool = True,
+        check_inputs: bool = True,
+    ) -> None:
+        super().__init__(normalize=normalize, check_inputs=check_inputs)
         if tau <= 0:
             raise ValueError(f"tau must be positive, got {tau}")
         if not 0 < gamma <= 1:
             raise ValueError(f"gamma must lie in (0, 1], got {gamma}")
-        self.tau, self.gamma, self.normalize = float(tau), float(gamma), normalize
+        self.tau, self.gamma = float(tau), float(gamma)
         self.register_buffer("log_normaliser", torch.tensor(0.0))
         self.register_buffer("positive_ema", torch.tensor(0.0))
         self.register_buffer("num_updates", torch.tensor(0, dtype=torch.long))
 
-    def compute(self, image_all, text_all, index_all, rank, local_batch):
-        x = F.normalize(image_all, dim=-1) if self.normalize else image_all
-        t = F.normalize(text_all, dim=-1) if self.normalize else text_all
+    def compute(self, x, t, index_all, rank, local_batch):
         n = x.shape[0]
         start = rank * local_batch
         logits = (x[start : start + local_batch] @ t.T).to(working_dtype(x)) / self.tau

@@ -43,17 +43,16 @@ class NTXentLoss(ContrastiveLoss):
     Args:
         tau: temperature (1.0, as in the paper's image/text experiment).
         normalize: use cosine similarity (L2-normalise first; default True).
+        check_inputs: validate the inputs (default True).
     """
 
-    def __init__(self, tau: float = 1.0, normalize: bool = True) -> None:
-        super().__init__()
+    def __init__(self, tau: float = 1.0, normalize: bool = True, check_inputs: bool = True) -> None:
+        super().__init__(normalize=normalize, check_inputs=check_inputs)
         if tau <= 0:
             raise ValueError(f"tau must be positive, got {tau}")
-        self.tau, self.normalize = float(tau), normalize
+        self.tau = float(tau)
 
-    def compute(self, image_all, text_all, index_all, rank, local_batch):
-        x = F.normalize(image_all, dim=-1) if self.normalize else image_all
-        t = F.normalize(text_all, dim=-1) if self.normalize else text_all
+    def compute(self, x, t, index_all, rank, local_batch):
         rows = slice(rank * local_batch, (rank + 1) * local_batch)
         loss_image = _nt_xent_direction(x[rows], t, x, rows, self.tau)
         loss_text = _nt_xent_direction(t[rows], x, t, rows, self.tau)
@@ -117,10 +116,15 @@ class LpSimCLRLoss(ContrastiveLoss):
 
     Args:
         tau: temperature (1.0).
+        normalize: L2-normalise the encodings first (default False: the loss is defined
+            on distances between raw encodings, whose scale carries the latents).
+        check_inputs: validate the inputs (default True).
     """
 
-    def __init__(self, tau: float = 1.0) -> None:
-        super().__init__()
+    def __init__(
+        self, tau: float = 1.0, normalize: bool = False, check_inputs: bool = True
+    ) -> None:
+        super().__init__(normalize=normalize, check_inputs=check_inputs)
         if tau <= 0:
             raise ValueError(f"tau must be positive, got {tau}")
         self.tau = float(tau)
@@ -134,19 +138,28 @@ class LpSimCLRLoss(ContrastiveLoss):
         image_negatives: torch.Tensor | None = None,
         text_negatives: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        self._average_parameter_grads()
         error = None
         with_negatives = image_negatives is not None or text_negatives is not None
-        try:
-            check_features(image_features, text_features)
-            if with_negatives:
-                _check_negatives(image_features, image_negatives, text_negatives)
-        except ValueError as err:
-            error = err
+        if self.check_inputs:
+            try:
+                check_features(image_features, text_features)
+                if with_negatives:
+                    _check_negatives(image_features, image_negatives, text_negatives)
+            except ValueError as err:
+                error = err
         rank, _ = rank_and_world()
         shapes = [image_features.shape] if error is None else []
         if error is None and with_negatives:
             shapes.append(image_negatives.shape)
-        raise_if_any_rank_failed(error, shapes)
+        if self.check_inputs:
+            raise_if_any_rank_failed(error, shapes)
+        if self.normalize:
+            image_features = F.normalize(image_features, dim=-1)
+            text_features = F.normalize(text_features, dim=-1)
+            if with_negatives:
+                image_negatives = F.normalize(image_negatives, dim=-1)
+                text_negatives = F.normalize(text_negatives, dim=-1)
         batch = image_features.shape[0]
         h1 = all_gather_with_grad(image_features, check_shape=False)
         h2 = all_gather_with_grad(text_features, check_shape=False)

@@ -29,11 +29,11 @@ import contextlib
 import math
 
 import torch
-import torch.nn.functional as F
 
 from mm_losses.base import ContrastiveLoss
 from mm_losses.distributed import all_gather_no_grad
 from mm_losses.registry import register
+from mm_losses.vicreg import covariance_penalty, variance_hinge
 
 _TINY = torch.finfo(torch.float32).tiny  # floor of s: only reached when every exp underflows
 
@@ -70,19 +70,6 @@ def eta_at(
 
 
 # ------------------------------------------------------------------------ regularisers
-
-
-def variance_hinge(z: torch.Tensor, eps: float = 1e-4) -> torch.Tensor:
-    """mean_d relu(1 - sqrt(Var(z_d) + eps)) (VICReg, Bardes et al. 2022, Eq. 1)."""
-    return F.relu(1.0 - torch.sqrt(z.var(dim=0) + eps)).mean()
-
-
-def covariance_penalty(z: torch.Tensor) -> torch.Tensor:
-    """sum_{k != l} Cov(z)_kl^2 / dim, Cov = z_c^T z_c / (n-1) (VICReg, Bardes et al. 2022, Eq. 3-4)."""
-    n, dim = z.shape
-    centred = z - z.mean(dim=0)
-    cov = centred.T @ centred / (n - 1)
-    return (cov.pow(2).sum() - cov.diagonal().pow(2).sum()) / dim
 
 
 def difficulty_term(x: torch.Tensor, t: torch.Tensor, tau: torch.Tensor) -> torch.Tensor:
@@ -159,8 +146,8 @@ def _column(col: int, doc: str) -> property:
 class _GlobalContrastiveLoss(ContrastiveLoss):
     """Shared machinery of the SogCLR family (not registered itself).
 
-    Per-sample state is one float32 buffer ``state`` [num_samples, K] (one gather and one
-    scatter per step) with columns b_img, b_txt, s_img, s_txt (+ tau_img, tau_txt, u_img,
+    Per-sample state is one buffer ``state`` [num_samples, K] (float32, or the dtype the
+    module is cast to; one gather and one scatter per step) with columns b_img, b_txt, s_img, s_txt (+ tau_img, tau_txt, u_img,
     u_txt for ``isogclr``), readable as the properties of those names, and a bool buffer
     ``visited`` (first-visit logic). b starts at -inf (a running max over nothing), s at 0. Subclasses choose the temperatures of a step (``_inverse_temperatures``),
     may add state columns (``_extra_state``) and batch-level terms (``_regularisers``).
@@ -183,13 +170,13 @@ class _GlobalContrastiveLoss(ContrastiveLoss):
         gamma: float = 0.8,
         gamma_schedule: str = "const",
         gamma_decay_epochs: int | None = None,
-        rho: float = 6.0,
-        eta: float = 0.01,
-        beta: float = 0.9,
         tau_min: float = 0.005,
         tau_max: float = 1.0,
+        normalize: bool = True,
+        check_inputs: bool = True,
+        reference_scale: bool = False,
     ) -> None:
-        super().__init__()
+        super().__init__(normalize=normalize, check_inputs=check_inputs)
         if num_samples is None or isinstance(num_samples, bool) or int(num_samples) != num_samples:
             raise ValueError(
                 f"loss {self.registry_name!r} keeps per-sample state: pass num_samples "
@@ -209,12 +196,9 @@ class _GlobalContrastiveLoss(ContrastiveLoss):
             )
         if gamma_schedule == "cosine" and not (gamma_decay_epochs and gamma_decay_epochs > 0):
             raise ValueError("gamma_schedule='cosine' needs gamma_decay_epochs > 0")
-        if not 0.0 < beta <= 1.0:
-            raise ValueError(f"beta must lie in (0, 1], got {beta}")
-        if eta < 0.0:
-            raise ValueError(f"eta must be >= 0, got {eta}")
         self.num_samples = int(num_samples)
-        self.tau, self.gamma, self.rho, self.eta, self.beta = tau, gamma, rho, eta, beta
+        self.tau, self.gamma = tau, gamma
+        self.reference_scale = bool(reference_scale)
         self.tau_min, self.tau_max = tau_min, tau_max
         self.gamma_schedule, self.gamma_decay_epochs = gamma_schedule, gamma_decay_epochs
 
@@ -274,7 +258,7 @@ class _GlobalContrastiveLoss(ContrastiveLoss):
         index_local = index_all[offset : offset + local_batch]
         if index_local.device != self.state.device:
             index_local = index_local.to(self.state.device)
-        old = self.state[index_local]  # [B, K] float32
+        old = self.state[index_local]  # [B, K] in the state's dtype
         seen = self.visited[index_local]
         if old.device != device or old.dtype != dtype:
             old, seen = old.to(device=device, dtype=dtype), seen.to(device)
@@ -372,8 +356,10 @@ class _GlobalContrastiveLoss(ContrastiveLoss):
             if world > 1:  # every rank writes the state of the whole global batch
                 rows = all_gather_no_grad(rows.contiguous())
                 index_write = index_all.to(self.state.device)
-            self.state[index_write] = rows.to(device=self.state.device, dtype=torch.float32)
+            self.state[index_write] = rows.to(device=self.state.device, dtype=self.state.dtype)
             self.visited[index_write] = True
+        if self.reference_scale:  # LibAUC's GCLoss_v2: (L_I + L_T) (N - 1) / 2
+            loss = loss * ((n - 1) / 2)
         return loss
 
     def diagnostics(self) -> dict[str, float]:
@@ -405,9 +391,12 @@ class SogCLRLoss(_GlobalContrastiveLoss):
         gamma: moving-average weight of the new estimate (default 0.8; LibAUC uses 0.9).
         gamma_schedule: ``"const"`` or ``"cosine"`` (1 -> gamma over
             ``gamma_decay_epochs`` epochs, advanced by ``on_epoch_end``).
-        rho, eta, beta: accepted for a uniform SogCLR-family interface; used by
-            ``isogclr`` only.
         tau_min, tau_max: temperature bounds (default [0.005, 1.0]).
+        normalize: L2-normalise the features first (default True).
+        check_inputs: validate the inputs (default True).
+        reference_scale: multiply the loss by (N - 1) / 2 (N the global batch), the scale
+            of LibAUC's ``GCLoss_v2`` (it sums over the negatives where we average, and
+            averages the two sides where we add them); default False.
     """
 
 
@@ -441,8 +430,9 @@ class ISogCLRLoss(_GlobalContrastiveLoss):
             ``"cosine"`` (to 0 over ``eta_decay_epochs``) or ``"exp"`` (times
             ``eta_decay_rate`` per epoch), advanced by ``on_epoch_end``.
         beta: momentum of the temperature gradient (default 0.9).
-        tau_min, tau_max: temperature bounds (default [0.005, 1.0]; the course used
-            [0.005, 0.05]).
+        tau_min, tau_max: temperature bounds (default [0.005, 1.0]; LibAUC's
+            ``GCLoss_v2`` and the course used [0.005, 0.05]).
+        normalize, check_inputs, reference_scale: as for ``sogclr``.
     """
 
     _needs_anchor_values = True
@@ -470,6 +460,9 @@ class ISogCLRLoss(_GlobalContrastiveLoss):
         beta: float = 0.9,
         tau_min: float = 0.005,
         tau_max: float = 1.0,
+        normalize: bool = True,
+        check_inputs: bool = True,
+        reference_scale: bool = False,
     ) -> None:
         if tau is not None and tau_init is not None and tau != tau_init:
             raise ValueError(f"tau ({tau}) and tau_init ({tau_init}) are aliases; pass one")
@@ -480,12 +473,17 @@ class ISogCLRLoss(_GlobalContrastiveLoss):
             gamma=gamma,
             gamma_schedule=gamma_schedule,
             gamma_decay_epochs=gamma_decay_epochs,
-            rho=rho,
-            eta=eta,
-            beta=beta,
             tau_min=tau_min,
             tau_max=tau_max,
+            normalize=normalize,
+            check_inputs=check_inputs,
+            reference_scale=reference_scale,
         )
+        if not 0.0 < beta <= 1.0:
+            raise ValueError(f"beta must lie in (0, 1], got {beta}")
+        if eta < 0.0:
+            raise ValueError(f"eta must be >= 0, got {eta}")
+        self.rho, self.eta, self.beta = rho, eta, beta
         if eta_schedule not in _ETA_SCHEDULES:
             raise ValueError(f"eta_schedule must be one of {_ETA_SCHEDULES}, got {eta_schedule!r}")
         if eta_schedule == "cosine" and not (eta_decay_epochs and eta_decay_epochs > 0):

@@ -32,7 +32,7 @@ class VICRegLoss(ContrastiveLoss):
     s = MSE between paired rows (Eq. 5, averaged over dimensions too, as in the authors'
     code), v = variance hinge (Eq. 1-2), c = off-diagonal covariance penalty (Eq. 3-4).
     The variance term sums the two branches as in Eq. 6 (the authors' code averages
-    them, i.e. uses mu / 2).
+    them, i.e. uses mu / 2: ``reference_scale=True`` does that).
 
     Distributed: the invariance term is this rank's rows' mean; variance and covariance
     are statistics of the global batch, computed on the gathered features (identical on
@@ -44,6 +44,11 @@ class VICRegLoss(ContrastiveLoss):
         covariance_weight: nu (1).
         std_target: gamma of the hinge, the target standard deviation (1).
         eps: added to the variance under the square root (1e-4).
+        normalize: L2-normalise the embeddings first (default False: VICReg is defined
+            on raw embeddings; its variance target of 1 per dimension cannot be met by
+            unit vectors).
+        check_inputs: validate the inputs (default True).
+        reference_scale: halve the variance term, as the authors' code (default False).
     """
 
     def __init__(
@@ -53,8 +58,12 @@ class VICRegLoss(ContrastiveLoss):
         covariance_weight: float = 1.0,
         std_target: float = 1.0,
         eps: float = 1e-4,
+        normalize: bool = False,
+        check_inputs: bool = True,
+        reference_scale: bool = False,
     ) -> None:
-        super().__init__()
+        super().__init__(normalize=normalize, check_inputs=check_inputs)
+        self.reference_scale = bool(reference_scale)
         self.invariance_weight = float(invariance_weight)
         self.variance_weight = float(variance_weight)
         self.covariance_weight = float(covariance_weight)
@@ -70,8 +79,9 @@ class VICRegLoss(ContrastiveLoss):
             t, self.std_target, self.eps
         )
         covariance = covariance_penalty(x) + covariance_penalty(t)
+        variance_weight = self.variance_weight / 2 if self.reference_scale else self.variance_weight
         return (
             self.invariance_weight * invariance
-            + self.variance_weight * variance
+            + variance_weight * variance
             + self.covariance_weight * covariance
         )

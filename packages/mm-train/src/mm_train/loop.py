@@ -33,6 +33,7 @@ import signal
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Sized
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -358,6 +359,7 @@ class _Trainer:
     pending_rng: dict[str, Any] | None = None
     stop: _StopRequest = field(default_factory=_StopRequest)
     stop_now: bool = False
+    sync_checked: bool = False
 
     @property
     def is_main(self) -> bool:
@@ -442,9 +444,40 @@ class _Trainer:
         self.window.samples += samples
         return value, samples
 
+    def check_rank_sync(self) -> None:
+        """Warn about optimiser parameters whose gradients nothing averages over ranks.
+
+        A parameter is synchronised when it belongs to the DDP-wrapped model or carries
+        ``grad_averaged_over_ranks`` (set by mm_losses on the parameters of its losses,
+        which average their own gradients). Any other parameter drifts apart across ranks.
+        Checked once, after the first step (a loss marks its parameters on first use).
+        """
+        in_ddp = {id(p) for p in self.model.parameters()} if self.is_ddp else set()
+        names = {
+            id(p): name
+            for group in self.optimizer.param_groups
+            for p, name in zip(group["params"], group.get("param_names") or [])
+        }
+        stray = [
+            names.get(id(p), f"<parameter of shape {tuple(p.shape)}>")
+            for p in self.params
+            if id(p) not in in_ddp and not getattr(p, "grad_averaged_over_ranks", False)
+        ]
+        if stray:
+            warnings.warn(
+                f"{len(stray)} optimiser parameter(s) are neither in the DDP-wrapped model "
+                f"nor averaged over ranks by their owner ({', '.join(stray[:5])}"
+                f"{', ...' if len(stray) > 5 else ''}): their values will drift apart "
+                "across ranks; put them in the DDP module or all-reduce their gradients",
+                stacklevel=2,
+            )
+
     def after_update(self, loss: float, samples: int) -> None:
         """Progress, logging, evaluation, hooks and checkpoints after step ``pos.step``."""
         step = self.pos.step
+        if self.world_size > 1 and not self.sync_checked:
+            self.sync_checked = True
+            self.check_rank_sync()
         lr = self.optimizer.param_groups[0]["lr"]
         self.progress_bar.update(1, samples=samples, loss=loss, lr=lr)
         if step % self.log_every == 0 or step == self.total_steps:
