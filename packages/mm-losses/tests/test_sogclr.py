@@ -608,3 +608,39 @@ def test_two_process_gloo_matches_single_process(tmp_path):
         for key, value in single_state.items():
             assert torch.equal(ranks[0][name][1][key], ranks[1][name][1][key]), (name, key)
             assert_close(ranks[0][name][1][key], value, rtol=2e-7, atol=0)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_normalisation_equals_normalising_first(name):
+    """normalize=True on raw features (folded into S for sogclr/isogclr) has the value,
+    gradients and state of normalize=False on F.normalize(features), over revisits."""
+    kwargs = KWARGS[name]
+    folded = mm_losses.build(name, num_samples=12, **kwargs).double()
+    plain = mm_losses.build(name, num_samples=12, normalize=False, **kwargs).double()
+    for step, index in enumerate(INDICES):
+        x, t = features(6, 5, seed=30 + step)
+        g = torch.Generator().manual_seed(step)
+        x = x * (0.5 + 3 * torch.rand(6, 1, generator=g, dtype=torch.float64))  # norms vary
+        t = t * (0.5 + 3 * torch.rand(6, 1, generator=g, dtype=torch.float64))
+        x1, t1 = x.clone().requires_grad_(), t.clone().requires_grad_()
+        x2, t2 = x.clone().requires_grad_(), t.clone().requires_grad_()
+        idx = torch.tensor(index)
+        a = folded(x1, t1, idx)
+        b = plain(
+            torch.nn.functional.normalize(x2, dim=1), torch.nn.functional.normalize(t2, dim=1), idx
+        )
+        a.backward()
+        b.backward()
+        assert_close(a, b.detach(), rtol=1e-10, atol=1e-12)
+        assert_close(x1.grad, x2.grad, rtol=1e-8, atol=1e-11)
+        assert_close(t1.grad, t2.grad, rtol=1e-8, atol=1e-11)
+        for key, value in plain.state_dict().items():
+            got = folded.state_dict()[key]
+            assert (
+                torch.equal(torch.isfinite(got), torch.isfinite(value))
+                if got.is_floating_point()
+                else True
+            )
+            if got.is_floating_point():
+                finite = torch.isfinite(value)
+                assert_close(got[finite], value[finite], rtol=1e-9, atol=1e-12)

@@ -6,7 +6,6 @@ import math
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch import nn
 
 from mm_losses.distributed import (
@@ -74,7 +73,8 @@ def check_index(index: torch.Tensor | None, batch: int, num_samples: int, loss_n
         raise ValueError(
             f"index values must lie in [0, num_samples={num_samples}), got range [{lo}, {hi}]"
         )
-    if torch.unique(index).numel() != batch:
+    ordered = index.sort().values  # cheaper than torch.unique
+    if bool((ordered[1:] == ordered[:-1]).any()):
         raise ValueError("index contains duplicated dataset indices within one batch")
 
 
@@ -85,6 +85,37 @@ def working_dtype(x: torch.Tensor) -> torch.dtype:
     least float32 even under autocast, while the matmuls may run in low precision.
     """
     return torch.promote_types(x.dtype, torch.float32)
+
+
+_NORM_EPS = 1e-12  # F.normalize's floor of the norm
+
+
+class _NormalizeRows(torch.autograd.Function):
+    """x / max(||x||, eps) row-wise, as ``F.normalize(x, dim=-1)``, with a three-pass backward
+    (g - u <u, g>) / ||x|| (I / eps where the norm is floored) instead of autograd's
+    division and norm derivatives (about 1.5 ms per step at B = 256, d = 512 on a CPU)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        norm = torch.linalg.vector_norm(x, dim=-1, keepdim=True).clamp_min_(_NORM_EPS)
+        unit = x / norm
+        ctx.save_for_backward(unit, norm)
+        return unit
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        unit, norm = ctx.saved_tensors
+        radial = torch.linalg.vecdot(unit, grad, dim=-1).unsqueeze(-1)
+        out = torch.addcmul(grad, unit, radial, value=-1.0).div_(norm)
+        if norm.device.type == "cpu" and bool((norm > _NORM_EPS).all()):
+            return out  # no floored row (reading that back is free on the CPU only)
+        return torch.where(norm > _NORM_EPS, out, grad / _NORM_EPS)
+
+
+def normalize_rows(x: torch.Tensor) -> torch.Tensor:
+    """L2-normalise the rows of ``x`` (the value of ``F.normalize(x, dim=-1)``), computed
+    in at least float32 (also under autocast)."""
+    return _NormalizeRows.apply(x.to(working_dtype(x)))
 
 
 def _average_over_ranks(grad: torch.Tensor) -> torch.Tensor:
@@ -171,10 +202,9 @@ class ContrastiveLoss(nn.Module):
                 raise_if_any_rank_failed(error, [image_features.shape])
         elif self.stateful:
             index = as_index(index, self.registry_name)
-        if self.normalize and not self._normalizes_itself(image_features, world):
-            dtype = working_dtype(image_features)  # at least float32, also under autocast
-            image_features = F.normalize(image_features.to(dtype), dim=-1)
-            text_features = F.normalize(text_features.to(dtype), dim=-1)
+        if self.normalize and not self._normalizes_itself(world):
+            image_features = normalize_rows(image_features)
+            text_features = normalize_rows(text_features)
         if world == 1:
             index_all = index if self.stateful else None
             return self.compute(
@@ -190,8 +220,8 @@ class ContrastiveLoss(nn.Module):
                 check_index(index_all, batch * world, self.num_samples, self.registry_name)
         return self.compute(image_all, text_all, index_all, rank, batch)
 
-    def _normalizes_itself(self, image_features: torch.Tensor, world: int) -> bool:
-        """Whether ``compute`` normalises the features itself (a fused path); False here."""
+    def _normalizes_itself(self, world: int) -> bool:
+        """Whether ``compute`` folds the normalisation into its own op; False here."""
         return False
 
     def _average_parameter_grads(self) -> None:

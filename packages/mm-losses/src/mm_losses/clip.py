@@ -167,29 +167,11 @@ def _chunk_rows(n: int) -> int:
     return max(1, _CHUNK_ELEMENTS // n)
 
 
-_NORM_EPS = 1e-12  # F.normalize's floor of the norm
-
-
-def _unit_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(x / max(||x||, eps), max(||x||, eps)) row-wise, as F.normalize (no graph)."""
-    norm = torch.linalg.vector_norm(x, dim=1, keepdim=True).clamp_min_(_NORM_EPS)
-    return x / norm, norm
-
-
-def _through_normalisation(grad: torch.Tensor, unit: torch.Tensor, norm: torch.Tensor):
-    """The gradient w.r.t. x given the gradient w.r.t. x / ||x||: (g - u <u, g>) / ||x||
-    (I / eps where the norm is floored at eps, as F.normalize)."""
-    radial = torch.linalg.vecdot(unit, grad, dim=1).unsqueeze(1)
-    out = (grad - unit * radial).div_(norm)
-    return torch.where(norm > _NORM_EPS, out, grad / _NORM_EPS)
-
-
 class _FusedSymmetricInfoNCE(torch.autograd.Function):
     """Single-process CLIP loss with a scalar scale, holding one B x B matrix at a time.
 
-    Same value and gradients as L2 normalisation (when ``normalize``) followed by
-    :func:`symmetric_info_nce` with ``rows`` = all: forward normalises the rows without a
-    graph and keeps only the logits L = scale * X T^T and the row/column log-sum-exps; backward
+    Same value and gradients as :func:`symmetric_info_nce` with ``rows`` = all: forward
+    keeps only the logits L = scale * X T^T and the row/column log-sum-exps; backward
     turns L in place into (softmax_row(L) + softmax_col(L) - 2 I), the gradient w.r.t. L
     up to a factor 1/(2B), and multiplies it back onto the features. Element-wise work
     runs over cache-sized row chunks through two small reused buffers, so there is no
@@ -200,11 +182,7 @@ class _FusedSymmetricInfoNCE(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, image, text, scale, normalize):
-        norms = None
-        if normalize:
-            (image, image_norm), (text, text_norm) = _unit_rows(image), _unit_rows(text)
-            norms = (image_norm, text_norm)
+    def forward(ctx, image, text, scale):
         logits = (image * scale) @ text.T
         n = logits.shape[0]
         rows = _chunk_rows(n)
@@ -223,7 +201,6 @@ class _FusedSymmetricInfoNCE(torch.autograd.Function):
         lse_col = col_sum.log_().add_(col_max)
         loss = 0.5 * (lse_row.mean() + lse_col.mean()) - logits.diagonal().mean()
         ctx.save_for_backward(image, text)
-        ctx.norms = norms
         ctx.logits, ctx.lse_row, ctx.lse_col = logits, lse_row, lse_col
         ctx.scale = float(scale)
         return loss
@@ -257,15 +234,11 @@ class _FusedSymmetricInfoNCE(torch.autograd.Function):
         grad_image = grad_text = grad_scale = None
         if ctx.needs_input_grad[0]:  # L = scale X T^T
             grad_image = (logits @ text).mul_(coefficient * scale)
-            if ctx.norms is not None:
-                grad_image = _through_normalisation(grad_image, image, ctx.norms[0])
         if ctx.needs_input_grad[1]:
             grad_text = (logits.T @ image).mul_(coefficient * scale)
-            if ctx.norms is not None:
-                grad_text = _through_normalisation(grad_text, text, ctx.norms[1])
         if want_scale:
             grad_scale = coefficient * (weighted - 2.0 * diagonal_sum) / scale
-        return grad_image, grad_text, grad_scale, None
+        return grad_image, grad_text, grad_scale
 
 
 @register("clip")
@@ -316,14 +289,11 @@ class CLIPLoss(ContrastiveLoss):
         if logit_bias is not None:
             self.logit_bias = nn.Parameter(torch.tensor(float(logit_bias)))
 
-    def _normalizes_itself(self, image_features: torch.Tensor, world: int) -> bool:
-        return self._can_fuse(image_features, world)
-
     def compute(self, image_all, text_all, index_all, rank, local_batch):
         world = image_all.shape[0] // local_batch
         if self._can_fuse(image_all, world):
             scale = self.temperature.scale()
-            return _FusedSymmetricInfoNCE.apply(image_all, text_all, scale, self.normalize)
+            return _FusedSymmetricInfoNCE.apply(image_all, text_all, scale)
         return self._clip_terms(image_all, text_all, index_all, rank, local_batch)[0]
 
     def _can_fuse(self, image_all: torch.Tensor, world: int) -> bool:
@@ -440,9 +410,6 @@ class CyCLIPLoss(CLIPLoss):
         self.in_modal_weight = float(in_modal_weight)
         self.cross_modal_weight = float(cross_modal_weight)
         self.reference_scale = bool(reference_scale)
-
-    def _normalizes_itself(self, image_features: torch.Tensor, world: int) -> bool:
-        return False  # the regularisers need the normalised features
 
     def compute(self, image_all, text_all, index_all, rank, local_batch):
         terms = self._clip_terms(image_all, text_all, index_all, rank, local_batch)

@@ -11,9 +11,8 @@ positive and K-1 negatives, i.e. K logits.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
-from mm_losses.base import ContrastiveLoss, check_features, working_dtype
+from mm_losses.base import ContrastiveLoss, check_features, normalize_rows, working_dtype
 from mm_losses.distributed import raise_if_any_rank_failed
 from mm_losses.registry import register
 
@@ -114,8 +113,8 @@ class GHMClipLoss(ContrastiveLoss):
         elif error is not None:
             raise error
         if self.normalize:
-            image_features = F.normalize(image_features, dim=-1)
-            text_features = F.normalize(text_features, dim=-1)
+            image_features = normalize_rows(image_features)
+            text_features = normalize_rows(text_features)
         dtype = working_dtype(image_features)
         logits = ghm_clip_logits(
             image_features.to(dtype), text_features.to(dtype), self.num_negatives

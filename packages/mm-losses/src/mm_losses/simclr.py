@@ -12,7 +12,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from mm_losses.base import ContrastiveLoss, check_features, working_dtype
+from mm_losses.base import ContrastiveLoss, check_features, normalize_rows, working_dtype
 from mm_losses.distributed import all_gather_with_grad, raise_if_any_rank_failed, rank_and_world
 from mm_losses.registry import register
 
@@ -155,11 +155,11 @@ class LpSimCLRLoss(ContrastiveLoss):
         if self.check_inputs:
             raise_if_any_rank_failed(error, shapes)
         if self.normalize:
-            image_features = F.normalize(image_features, dim=-1)
-            text_features = F.normalize(text_features, dim=-1)
+            image_features = normalize_rows(image_features)
+            text_features = normalize_rows(text_features)
             if with_negatives:
-                image_negatives = F.normalize(image_negatives, dim=-1)
-                text_negatives = F.normalize(text_negatives, dim=-1)
+                image_negatives = normalize_rows(image_negatives)
+                text_negatives = normalize_rows(text_negatives)
         batch = image_features.shape[0]
         h1 = all_gather_with_grad(image_features, check_shape=False)
         h2 = all_gather_with_grad(text_features, check_shape=False)

@@ -102,19 +102,25 @@ def _along(v: torch.Tensor, axis: int) -> torch.Tensor:
 class _LinearInSimilarity(torch.autograd.Function):
     """value = sum_r sum_kj C[r]_kj <P_r[k], Q_r[j]> for constant C; backward C Q and C^T P.
 
-    Called as ``apply(value, coef, P_0, Q_0, P_1, Q_1, ...)`` with ``coef`` [R, ., .].
-    ``value`` is computed by the caller (it already has the similarities), so the forward
-    only saves C and the operands; no N x N graph is kept.
+    Called as ``apply(value, coef, radial, P_0, Q_0, P_1, Q_1, ...)`` with ``coef``
+    [R, ., .]. ``value`` is computed by the caller (it already has the similarities), so
+    the forward only saves C and the operands; no N x N graph is kept.
+
+    ``radial`` (None, or [2, N] with R = 1) folds L2 normalisation into the op: the
+    operands are the raw features, ``coef`` is C / (|p_k| |q_j|) and the similarity
+    <p_k, q_j> / (|p_k| |q_j|); the gradient of the normalisation is then the radial term
+    -radial[0]_k p_k (and -radial[1]_j q_j), radial[0]_k = sum_j C_kj S_kj / |p_k|^2,
+    so no normalised copy of the features and no second autograd node are needed.
     """
 
     @staticmethod
-    def forward(ctx, value, coef, *operands):
-        ctx.save_for_backward(coef, *operands)
+    def forward(ctx, value, coef, radial, *operands):
+        ctx.save_for_backward(coef, radial, *operands)
         return value.clone()
 
     @staticmethod
     def backward(ctx, grad):
-        coef, *operands = ctx.saved_tensors
+        coef, radial, *operands = ctx.saved_tensors
         grads = []
         # the usual upstream gradient is exactly 1: skip the scaling then (CPU only: on
         # an accelerator reading it would synchronise)
@@ -122,14 +128,29 @@ class _LinearInSimilarity(torch.autograd.Function):
         with _float32_region(coef.device):
             for r in range(len(operands) // 2):
                 p, q = operands[2 * r], operands[2 * r + 1]
-                need_p, need_q = ctx.needs_input_grad[2 + 2 * r : 4 + 2 * r]
-                grads.append(_scaled(coef[r] @ q, grad, unit) if need_p else None)
-                grads.append(_scaled(coef[r].T @ p, grad, unit) if need_q else None)
-        return (None, None, *grads)
+                need_p, need_q = ctx.needs_input_grad[3 + 2 * r : 5 + 2 * r]
+                grad_p = coef[r] @ q if need_p else None
+                grad_q = coef[r].T @ p if need_q else None
+                if radial is not None:
+                    if grad_p is not None:
+                        grad_p.addcmul_(p, radial[0].unsqueeze(1), value=-1.0)
+                    if grad_q is not None:
+                        grad_q.addcmul_(q, radial[1].unsqueeze(1), value=-1.0)
+                grads.append(None if grad_p is None else _scaled(grad_p, grad, unit))
+                grads.append(None if grad_q is None else _scaled(grad_q, grad, unit))
+        return (None, None, None, *grads)
 
 
 def _scaled(x: torch.Tensor, grad: torch.Tensor, unit: bool) -> torch.Tensor:
     return x if unit else x.mul_(grad)
+
+
+_NORM_EPS = 1e-12  # F.normalize's floor of the norm
+
+
+def _inverse_norms(x: torch.Tensor) -> torch.Tensor:
+    """1 / max(||x_k||, eps) per row."""
+    return torch.linalg.vector_norm(x, dim=1).clamp_min_(_NORM_EPS).reciprocal_()
 
 
 # ------------------------------------------------------------------------- base class
@@ -223,6 +244,10 @@ class _GlobalContrastiveLoss(ContrastiveLoss):
 
     # ---- hooks
 
+    def _normalizes_itself(self, world: int) -> bool:
+        """One process and no feature regulariser: the normalisation is folded into S."""
+        return world == 1 and type(self)._regularisers is _GlobalContrastiveLoss._regularisers
+
     def _inverse_temperatures(self, sim_rows, old, world):
         """1 / tau of this step: a float, a 0-dim tensor, or [2, B] (image, text anchors)."""
         return 1.0 / self.tau
@@ -253,6 +278,7 @@ class _GlobalContrastiveLoss(ContrastiveLoss):
         n = image_all.shape[0]
         world = n // local_batch
         offset = rank * local_batch
+        raw = self.normalize and self._normalizes_itself(world)  # features not normalised yet
         device = image_all.device
         dtype = torch.promote_types(image_all.dtype, torch.float32)
         index_local = index_all[offset : offset + local_batch]
@@ -274,6 +300,9 @@ class _GlobalContrastiveLoss(ContrastiveLoss):
                 neg_max = torch.empty((2, local_batch), dtype=dtype, device=device)
                 if world == 1:
                     sim = x_all.detach() @ t_all.detach().T
+                    if raw:  # the features' normalisation, applied to S (see __init__)
+                        inv_norms = [_inverse_norms(v.detach()) for v in (x_all, t_all)]
+                        sim.mul_(inv_norms[0].unsqueeze(1)).mul_(inv_norms[1].unsqueeze(0))
                     sides = ((sim, 1), (sim, 0))  # (matrix, axis along which anchors run)
                     diag = sim.diagonal()
                     pos = diag.clone()
@@ -339,12 +368,20 @@ class _GlobalContrastiveLoss(ContrastiveLoss):
                     coef.mul_(scale.unsqueeze(-1))
                     coef_diag.copy_(diag_value)
                     operands = (x_loc, t_all, t_loc, x_all)
-                if values is not None:
+                radial = None
+                if raw:  # the gradient of the normalisation: the radial terms
+                    weighted = coef[0] * sim
+                    row, col = weighted.sum(dim=1), weighted.sum(dim=0)
+                    value = row.sum()
+                    radial = torch.stack([row * inv_norms[0].square(), col * inv_norms[1].square()])
+                    radial.mul_(torch.stack(inv_norms) < 1.0 / _NORM_EPS)  # floored: none
+                    coef[0].mul_(inv_norms[0].unsqueeze(1)).mul_(inv_norms[1].unsqueeze(0))
+                elif values is not None:
                     value = values.sum()
                 else:
                     value = torch.dot(coef.view(-1), sim.view(-1))
                 del sim, sides
-            loss = _LinearInSimilarity.apply(value, coef, *operands)
+            loss = _LinearInSimilarity.apply(value, coef, radial, *operands)
 
             self._extra_state(old, new, values, inv_tau, local_batch)
             regulariser = self._regularisers(x_all, t_all, inv_tau)
@@ -411,7 +448,7 @@ class ISogCLRLoss(_GlobalContrastiveLoss):
     modality with its own tau_k. Model gradient: the SogCLR surrogate with z = h / tau_k.
     Temperature step, per visit: G_k = log s_k + b_k + rho - sum_j w_kj z_kj / (N-1)
     (d/dtau of the objective with the moving average in place of the mean),
-    u_k <- (1 - beta) u_k + beta clip(G_k, -5, 5), tau_k <- clamp(tau_k - eta u_k,
+    u_k <- (1 - beta) u_k + beta clip(G_k, -grad_clip, grad_clip), tau_k <- clamp(tau_k - eta u_k,
     tau_min, tau_max).
 
     When the temperature moves: inside ``forward``, as in the original (the temperature
@@ -430,6 +467,8 @@ class ISogCLRLoss(_GlobalContrastiveLoss):
             ``"cosine"`` (to 0 over ``eta_decay_epochs``) or ``"exp"`` (times
             ``eta_decay_rate`` per epoch), advanced by ``on_epoch_end``.
         beta: momentum of the temperature gradient (default 0.9).
+        grad_clip: bound of |G_k| (default 5.0, the authors' training code; None: no
+            clipping, as LibAUC's ``GCLoss_v2``).
         tau_min, tau_max: temperature bounds (default [0.005, 1.0]; LibAUC's
             ``GCLoss_v2`` and the course used [0.005, 0.05]).
         normalize, check_inputs, reference_scale: as for ``sogclr``.
@@ -458,6 +497,7 @@ class ISogCLRLoss(_GlobalContrastiveLoss):
         eta_decay_epochs: int | None = None,
         eta_decay_rate: float = 0.8,
         beta: float = 0.9,
+        grad_clip: float | None = 5.0,
         tau_min: float = 0.005,
         tau_max: float = 1.0,
         normalize: bool = True,
@@ -483,7 +523,9 @@ class ISogCLRLoss(_GlobalContrastiveLoss):
             raise ValueError(f"beta must lie in (0, 1], got {beta}")
         if eta < 0.0:
             raise ValueError(f"eta must be >= 0, got {eta}")
-        self.rho, self.eta, self.beta = rho, eta, beta
+        if grad_clip is not None and not grad_clip > 0:
+            raise ValueError(f"grad_clip must be > 0 or None, got {grad_clip}")
+        self.rho, self.eta, self.beta, self.grad_clip = rho, eta, beta, grad_clip
         if eta_schedule not in _ETA_SCHEDULES:
             raise ValueError(f"eta_schedule must be one of {_ETA_SCHEDULES}, got {eta_schedule!r}")
         if eta_schedule == "cosine" and not (eta_decay_epochs and eta_decay_epochs > 0):
@@ -509,7 +551,9 @@ class ISogCLRLoss(_GlobalContrastiveLoss):
         # sum_j w_kj z_kj / (N-1) = (per-anchor surrogate share) * B_local / tau_k
         weighted_z = values * (local_batch * inv_tau)
         grad_tau = torch.log(new[2:4]) + new[0:2] + self.rho - weighted_z
-        u_new = torch.lerp(old[6:8], grad_tau.clamp_(-5.0, 5.0), self.beta, out=new[6:8])
+        if self.grad_clip is not None:
+            grad_tau.clamp_(-self.grad_clip, self.grad_clip)
+        u_new = torch.lerp(old[6:8], grad_tau, self.beta, out=new[6:8])
         torch.clamp(old[4:6] - self.current_eta() * u_new, self.tau_min, self.tau_max, out=new[4:6])
 
     def diagnostics(self) -> dict[str, float]:
