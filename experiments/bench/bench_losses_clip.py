@@ -42,9 +42,7 @@ def _make_loss(impl: str, learnable: bool):
 
         mode = "learnable" if learnable else "fixed"
         # the defaults: normalisation (again: the inputs are unit vectors) and input checks
-        loss = mm_losses.build(
-            "clip", tau=TAU, temperature=mode, check_inputs=impl == "ours"
-        )
+        loss = mm_losses.build("clip", tau=TAU, temperature=mode, check_inputs=impl == "ours")
         return loss, list(loss.parameters())
     from open_clip.loss import ClipLoss
 
