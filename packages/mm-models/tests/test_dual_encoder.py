@@ -131,10 +131,25 @@ def test_tokenizer_round_trip(tok, captions, tmp_path):
     texts = [*captions, "Zebra catdog!"]
     assert loaded(texts, **kw)["input_ids"] == tok(texts, **kw)["input_ids"]
     assert len(loaded) == len(tok) and loaded.pad_token_id == tok.pad_token_id
-    # training again is not bit-reproducible (huggingface/tokenizers#1794): only check it works
     trained = load_or_train_tokenizer(None, captions, vocab_size=200)
     assert trained.all_special_tokens == tok.all_special_tokens
     assert tok.unk_token_id not in {i for ids in trained(captions)["input_ids"] for i in ids}
+
+
+def test_tokenizer_training_is_deterministic_and_keeps_the_frequent_words(captions):
+    """Two trainings give the same vocabulary (the tokenizers trainer does not): special
+    tokens, every character (start and ##continuation), then words by frequency."""
+    from collections import Counter
+
+    a = train_wordpiece_tokenizer(captions, vocab_size=200)
+    b = train_wordpiece_tokenizer(list(reversed(captions)), vocab_size=200)
+    assert a.get_vocab() == b.get_vocab()
+    vocab = a.get_vocab()
+    words = Counter(w for c in captions for w in c.lower().replace(".", " . ").split())
+    frequent = [w for w, _ in sorted(words.items(), key=lambda kv: (-kv[1], kv[0])) if len(w) > 1]
+    kept = [w for w in frequent if w in vocab]
+    assert kept == frequent[: len(kept)] and len(kept) > 0  # a prefix of the frequency order
+    assert all(c in vocab and f"##{c}" in vocab for w in words for c in w)
 
 
 def test_tokenizer_bad_inputs(tmp_path, captions):

@@ -1,7 +1,12 @@
 """An offline, BERT-style lowercase WordPiece tokenizer for captions.
 
-Trained with the `tokenizers` library on the captions at hand (nothing is downloaded) and
-wrapped in `transformers.PreTrainedTokenizerFast`, so the usual call works:
+Built with the `tokenizers` library on the captions at hand (nothing is downloaded) and
+wrapped in `transformers.PreTrainedTokenizerFast`, so the usual call works. The vocabulary
+is chosen deterministically: the special tokens, every character seen (as a word start
+and as a `##` continuation, so every word encodes), then the most frequent whole words,
+ties broken alphabetically. (The `tokenizers` WordPiece trainer gives a different
+vocabulary from run to run on the same texts, even on one thread, which would make two
+runs with the same seed train different models.)
 
     tok = train_wordpiece_tokenizer(captions, vocab_size=8000)
     batch = tok(captions[:8], padding="max_length", truncation=True, max_length=30,
@@ -12,6 +17,7 @@ wrapped in `transformers.PreTrainedTokenizerFast`, so the usual call works:
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -36,6 +42,20 @@ def _checked_texts(texts: Iterable[str], counter: list[int]) -> Iterator[str]:
         yield text
 
 
+def _deterministic_vocab(
+    words: Counter[str], vocab_size: int, min_frequency: int
+) -> dict[str, int]:
+    """Special tokens, characters (start and ##continuation), then frequent words."""
+    chars = sorted({c for word in words for c in word})
+    ordered = [*SPECIAL_TOKENS, *chars, *(f"##{c}" for c in chars)]
+    frequent = sorted(
+        (w for w, n in words.items() if n >= min_frequency and len(w) > 1),
+        key=lambda w: (-words[w], w),
+    )
+    ordered += frequent
+    return {token: i for i, token in enumerate(dict.fromkeys(ordered[:vocab_size]))}
+
+
 def train_wordpiece_tokenizer(
     texts: Iterable[str],
     *,
@@ -46,7 +66,6 @@ def train_wordpiece_tokenizer(
 ) -> PreTrainedTokenizerFast:
     """Train a BERT-style WordPiece tokenizer on texts; `[CLS] text [SEP]`, [PAD] is id 0."""
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
-    from tokenizers.trainers import WordPieceTrainer
     from transformers import PreTrainedTokenizerFast
 
     if isinstance(texts, str | bytes):
@@ -59,23 +78,24 @@ def train_wordpiece_tokenizer(
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
 
-    tokenizer = Tokenizer(models.WordPiece(unk_token=UNK, continuing_subword_prefix="##"))
-    tokenizer.normalizer = normalizers.BertNormalizer(
+    normalizer = normalizers.BertNormalizer(
         clean_text=True, handle_chinese_chars=True, strip_accents=None, lowercase=lowercase
     )
-    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tokenizer.decoder = decoders.WordPiece(prefix="##")
-    trainer = WordPieceTrainer(
-        vocab_size=vocab_size,
-        min_frequency=min_frequency,
-        special_tokens=list(SPECIAL_TOKENS),
-        continuing_subword_prefix="##",
-        show_progress=False,
-    )
+    pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    words: Counter[str] = Counter()
     count = [0]
-    tokenizer.train_from_iterator(_checked_texts(texts, count), trainer=trainer)
+    for text in _checked_texts(texts, count):
+        pieces = pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(text))
+        words.update(word for word, _ in pieces)
     if count[0] == 0:
         raise ValueError("texts is empty: the tokenizer needs at least one training text")
+    vocab = _deterministic_vocab(words, vocab_size, min_frequency)
+    tokenizer = Tokenizer(
+        models.WordPiece(vocab=vocab, unk_token=UNK, continuing_subword_prefix="##")
+    )
+    tokenizer.normalizer = normalizer
+    tokenizer.pre_tokenizer = pre_tokenizer
+    tokenizer.decoder = decoders.WordPiece(prefix="##")
 
     cls_id, sep_id = tokenizer.token_to_id(CLS), tokenizer.token_to_id(SEP)
     tokenizer.post_processor = processors.TemplateProcessing(

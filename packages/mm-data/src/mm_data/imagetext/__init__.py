@@ -41,6 +41,7 @@ from mm_data.imagetext.transforms import (
 )
 from mm_data.imagetext.webdataset_shards import (
     shard_name,
+    webdataset_captions,
     webdataset_pipeline,
     write_webdataset_shards,
 )
@@ -76,6 +77,7 @@ __all__ = [
     "scene_captions",
     "shard_name",
     "train_transform",
+    "webdataset_captions",
     "webdataset_pipeline",
     "write_synthetic_corpus",
     "write_webdataset_shards",

@@ -210,3 +210,18 @@ def webdataset_pipeline(
         functools.partial(_to_items, transform=transform, max_words=max_words),
     ]
     return wds.DataPipeline(*stages)
+
+
+def webdataset_captions(
+    urls: str | PathLike | Iterable[str | PathLike], *, max_words: int = 30
+) -> list[str]:
+    """Every caption of the shards, preprocessed, in shard order (images are not decoded):
+    what an offline tokenizer trains on when the training set is sharded."""
+    import webdataset as wds
+
+    if isinstance(urls, str | os.PathLike):
+        shard_list: str | list[str] = os.fspath(urls)
+    else:
+        shard_list = [os.fspath(u) for u in urls]
+    pipeline = wds.DataPipeline(wds.SimpleShardList(shard_list), wds.tarfile_to_samples())
+    return [preprocess_caption(sample["txt"].decode("utf-8"), max_words) for sample in pipeline]
