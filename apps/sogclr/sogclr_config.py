@@ -79,6 +79,9 @@ class SogCLRConfig(RunOptions):
     )
     vocab_size: int = arg(4000, "vocabulary of a trained tokenizer", ge=100)
     embed_dim: int = arg(256, "joint embedding dimension", ge=1)
+    init_from: str = arg(
+        "", "start from the trained encoder and tokenizer of a train.py run directory"
+    )
     # ---- loss
     loss: Loss = arg("sogclr", "objective: " + " | ".join(LOSSES))
     tau: float = arg(0.01, "temperature (initial per-sample tau for isogclr)", gt=0)
@@ -124,6 +127,10 @@ class SogCLRConfig(RunOptions):
             )
         if self.data.shards and self.data.shard_samples < 1:
             raise ValueError("--data.shards needs --data.shard-samples (the number of samples)")
+        if self.init_from and not (Path(self.init_from) / "model").is_dir():
+            raise ValueError(
+                f"{flag('init_from')} {self.init_from} holds no model/ (a finished train.py run?)"
+            )
         for name in ("image_weights", "tokenizer"):
             value = getattr(self, name)
             if value and not Path(value).exists():

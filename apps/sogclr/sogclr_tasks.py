@@ -207,6 +207,18 @@ def model_config(cfg: SogCLRConfig, vocab_size: int) -> DualEncoderConfig:
     )
 
 
+def load_initial_weights(model: DualEncoder, run: str) -> None:
+    """The weights of a trained run's encoder (``--init-from``); the architectures must match."""
+    trained = DualEncoder.from_pretrained(Path(run) / MODEL_DIR)
+    try:
+        model.load_state_dict(trained.state_dict())
+    except RuntimeError as exc:
+        raise SystemExit(
+            f"error: --init-from {run}: its encoder does not fit this configuration "
+            f"(image/text model, embed dim, vocabulary): {str(exc).splitlines()[0]}"
+        ) from None
+
+
 def build_loss(cfg: SogCLRConfig, num_samples: int) -> nn.Module:
     """The objective by name, with only the hyper-parameters it uses."""
     kwargs = {name: getattr(cfg, name) for name in LOSS_FIELDS[cfg.loss]}

@@ -46,6 +46,7 @@ def train(cfg: SogCLRConfig) -> dict[str, Any]:
         check_dataset_record,
         dataset_record,
         ensure_corpus,
+        load_initial_weights,
         make_step_fn,
         model_config,
         train_dataset,
@@ -96,7 +97,10 @@ def train(cfg: SogCLRConfig) -> dict[str, Any]:
     tokenizer = build_tokenizer(cfg, out, None, write=False)
 
     seed_everything(cfg.seed)  # the same initial weights on every rank
-    model = DualEncoder(model_config(cfg, len(tokenizer))).to(info.device)
+    model = DualEncoder(model_config(cfg, len(tokenizer)))
+    if cfg.init_from:
+        load_initial_weights(model, cfg.init_from)
+    model = model.to(info.device)
     loss = build_loss(cfg, record["num_samples"]).to(info.device)
     collate = Collate(tokenizer, cfg.max_tokens)
     loader_kwargs = {"num_workers": cfg.workers, "collate_fn": collate}

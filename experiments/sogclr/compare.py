@@ -20,6 +20,7 @@ import json
 import statistics
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -127,6 +128,9 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=0, help="override the preset's epochs")
     parser.add_argument("--preset", default="default")
     parser.add_argument("--device", default="auto")
+    parser.add_argument(
+        "--jobs", type=int, default=1, help="runs in parallel (each with --threads 1 when > 1)"
+    )
     parser.add_argument("--out", default="runs/sogclr-compare")
     parser.add_argument("extra", nargs="*", help="more train.py flags after --")
     args = parser.parse_args()
@@ -137,13 +141,15 @@ def main() -> None:
     batches = [int(b) for b in args.batch_sizes.split(",")]
     seeds = [int(s) for s in args.seeds.split(",")]
 
-    rows = []
-    for batch in batches:
-        for loss in losses:
-            for seed in seeds:
-                summary = run_once(args, loss, batch, seed)
-                rows.append({"loss": loss, "batch_size": batch, "seed": seed,
-                             **{m: summary.get(m) for m in METRICS}})  # fmt: skip
+    if args.jobs > 1:
+        args.extra = [*args.extra, "--threads", "1", "--workers", "1"]
+    grid = [(loss, batch, seed) for batch in batches for loss in losses for seed in seeds]
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:  # threads wait on subprocesses
+        summaries = list(pool.map(lambda job: run_once(args, *job), grid))
+    rows = [
+        {"loss": loss, "batch_size": batch, "seed": seed, **{m: s.get(m) for m in METRICS}}
+        for (loss, batch, seed), s in zip(grid, summaries)
+    ]
     out = Path(args.out)
     from mm_eval.identifiability import write_results_csv
     from mm_train import atomic_write_json, atomic_write_text
