@@ -371,7 +371,7 @@ def test_oracle_drops_style_of_independent_latents_and_keeps_it_under_wishart_dr
         assert final["independent"][encoder, "c"] > 0.95
         assert final["independent"][encoder, "s"] < 0.05
         assert final["statistical"][encoder, "c"] > 0.9
-    # Both encoders keep the nearly invariant style direction of the spec's independent
+    # Both encoders keep the nearly invariant style direction of independent
     # Wishart draws (measured at this budget: R^2(s) 0.35 / 0.34; independent latents < 0.01).
     for encoder in ("hz1", "hz2"):
         assert final["statistical"][encoder, "s"] > 0.25

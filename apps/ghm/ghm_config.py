@@ -71,7 +71,7 @@ class GHMAppConfig(RunOptions):
             )
 
 
-# ghm.md section 4: learning rates by task and variant; guided penalties.
+# The paper's learning rates by task and variant; guided penalties.
 GUIDED_TASKS = ("clip", "dns", "nwp")
 PAPER_LR = {
     ("clip", "standard"): 3e-4, ("clip", "shallow"): 3e-4, ("clip", "guided"): 1e-3,

@@ -71,7 +71,7 @@ def replaying(gen: torch.Generator) -> Callable[[], torch.Generator]:
 
 @torch.no_grad()
 def zero_shot_risks(model, ghm, m_values, n: int, batch: int, generator) -> dict[int, float]:
-    """Zero-shot CE of the learned classifier (ghm.md section 5) for each M."""
+    """Zero-shot CE of the learned classifier for each M."""
     data = sample_zero_shot(ghm, n, generator)
     f_image = torch.cat([model.image_encoder(x) for x in data.image.split(batch)])
     out = {}

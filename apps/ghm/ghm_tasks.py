@@ -1,6 +1,6 @@
 """What the GHM app's scripts share: the config, the data model, the model and each task's loss.
 
-Tasks (ghm.md sections 3-5): `clip` (K-negative CLIP), `dns` (joint conditional denoiser),
+Tasks: `clip` (K-negative CLIP), `dns` (joint conditional denoiser),
 `sdns` (denoiser on a frozen CLIP text encoder), `nwp` (joint next-word prediction),
 `snwp` (NWP on a frozen CLIP image encoder).
 """
@@ -145,7 +145,7 @@ def make_step_fn(
 
 
 def sample_fn(cfg: GHMAppConfig, ghm: JointGHM) -> Callable[[torch.Generator, int], object]:
-    """Fresh online samples of the task's data (ghm.md section 4: a new batch every step)."""
+    """Fresh online samples of the task's data (a new batch every step, as in the paper)."""
     task = DATA_TASK[cfg.task]
     return lambda generator, _: sample_task_batch(
         ghm, task, cfg.batch_size, generator, k=cfg.num_negatives

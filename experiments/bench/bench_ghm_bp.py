@@ -7,8 +7,8 @@ samples/s of "sample a batch + compute the per-sample Bayes losses" for
 * ``mm_data.ghm`` (batch-vectorised torch), median of ``--repeats`` runs; and
 * the straightforward reference written below: numpy, Python loops over samples and
   nodes, one inverse-CDF draw per node, BP node by node, and for NWP one upward pass per
-  predicted position followed by a walk down the ancestor path of the target leaf (ghm.md
-  Sec. 2). It is timed on a few samples (its cost is linear in the number of samples).
+  predicted position followed by a walk down the ancestor path of the target leaf. It is
+  timed on a few samples (its cost is linear in the number of samples).
 
 A CLIP "sample" is one anchor index i of the batch: its K+1 text and K+1 image trees and
 both loss directions. Both implementations are first run on the same batch and their
@@ -30,7 +30,7 @@ import torch
 
 from mm_data.ghm import GHMConfig, JointGHM, bayes_losses, sample_task_batch
 
-# ghm.md Sec. 2: the authors' numpy code on a 2-core CPU; the target is 10x that
+# The authors' reported throughput of their numpy code on a 2-core CPU; the target is 10x that
 AUTHORS = {"clip": 1500.0, "dns": 4000.0, "nwp": 4000.0}
 TASKS = ("clip", "dns", "nwp")
 

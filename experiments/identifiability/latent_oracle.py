@@ -13,7 +13,7 @@ encoder holds then is kept.
     uv run experiments/identifiability/latent_oracle.py                  # ~20 min, 1 thread
     uv run experiments/identifiability/latent_oracle.py --settings statistical --seeds 0
 
-Settings: `independent` (identity covariances), `statistical` (the spec's independent Wishart
+Settings: `independent` (identity covariances), `statistical` (independent Wishart
 draws), `equal` (statistical dependence with the original code's equal draws). Writes
 OUT/oracle.csv (setting, seed, step, loss_gap, encoder, target, r2_linear), OUT/oracle.png
 and prints the final table, with the largest style invariance per run: the correlation of

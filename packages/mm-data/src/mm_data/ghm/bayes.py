@@ -1,4 +1,4 @@
-"""Bayes predictors and Bayes risks of the four GHM tasks (ghm.md Sec. 2, 4, 5).
+"""Bayes predictors and Bayes risks of the four GHM tasks.
 
 Tasks: ``"clip"`` (K-negative CLIP loss with ``log S`` as logits), ``"zsc"`` (zero-shot
 cross-entropy on the first text leaf), ``"dns"`` (conditional denoising: squared error
@@ -81,7 +81,7 @@ def clip_logits_from_root_posteriors(
 def k_negative_clip_losses(
     logits_image_anchor: torch.Tensor, logits_text_anchor: torch.Tensor
 ) -> torch.Tensor:
-    """Per-sample K-negative CLIP loss (ghm.md Sec. 4): ``-log softmax(logits)[0]`` summed
+    """Per-sample K-negative CLIP loss: ``-log softmax(logits)[0]`` summed
     over the two directions: ``[B]``."""
     if logits_image_anchor.shape != logits_text_anchor.shape or logits_image_anchor.dim() != 2:
         raise ValueError(

@@ -120,7 +120,7 @@ def _log(ghm: GHM, level: int, x: torch.Tensor) -> torch.Tensor:
 
 
 def _push_up(ghm: GHM, level: int, h: torch.Tensor) -> torch.Tensor:
-    """Upward message ``log(M @ exp(h - max h))`` (ghm.md Sec. 2) from the nodes of ``level``
+    """Upward message ``log(M @ exp(h - max h))`` from the nodes of ``level``
     ``[V, P, S, B]`` to their parents: ``[S, V, P, B]``."""
     e = torch.exp(h - h.amax(0, keepdim=True))
     return _log(ghm, level, _up(ghm, level, e.permute(2, 0, 1, 3)))
@@ -168,7 +168,7 @@ def _upward(
     sigma: float | None = None,
     need: str = "all",
 ) -> _Upward:
-    """``h(node) = sum over children c of log(M_c @ exp(h(c)))`` level by level (ghm.md Sec. 2).
+    """``h(node) = sum over children c of log(M_c @ exp(h(c)))`` level by level.
 
     ``need``: ``"all"`` (every message), ``"below"`` (every ``h``) or ``"root"``. For observed
     leaves the lowest one or two levels are table look-ups of the values of the leaves under
@@ -379,7 +379,7 @@ def _next_token_nll(ghm, text, root_message=None) -> torch.Tensor:
 
 def first_leaf_log_probs(ghm: GHM, root_log_posterior: torch.Tensor) -> torch.Tensor:
     """Push a root posterior down the leftmost path: ``log(p(y|.) @ M_1 @ ... @ M_L)``, where
-    ``M_l`` is the slot-0 matrix into the first node of level ``l`` (ghm.md Sec. 5)."""
+    ``M_l`` is the slot-0 matrix into the first node of level ``l``."""
     v = ghm.config.vocab
     if not isinstance(root_log_posterior, torch.Tensor) or root_log_posterior.dim() != 2:
         raise ValueError("root_log_posterior must have shape [B, vocab]")
@@ -399,7 +399,7 @@ def clip_log_score(
     log_prior: torch.Tensor,
     dim: int = -1,
 ) -> torch.Tensor:
-    """Bayes CLIP score ``log S(t, i) = log sum_y p(y|t) p(y|i) / p(y)`` (ghm.md Sec. 2),
+    """Bayes CLIP score ``log S(t, i) = log sum_y p(y|t) p(y|i) / p(y)``,
     the value axis being ``dim``; broadcasts over the other dimensions."""
     vt, vi = log_post_text.shape[dim], log_post_image.shape[dim]
     if vt != vi or log_prior.numel() != vt:

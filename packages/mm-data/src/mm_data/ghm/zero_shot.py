@@ -1,4 +1,4 @@
-"""Zero-shot classifier of learned embeddings on GHM data (ghm.md Sec. 5).
+"""Zero-shot classifier of learned embeddings on GHM data.
 
 Prompts come from :func:`mm_data.ghm.sampling.sample_zero_shot_prompts` (``M`` texts per
 class, conditioned on their first leaf); the app embeds them and calls
@@ -13,7 +13,7 @@ import torch
 
 
 def zero_shot_logits(image_features: torch.Tensor, prompt_features: torch.Tensor) -> torch.Tensor:
-    """Class logit ``log mean_m exp<f_i, f_{c,m}>`` (ghm.md Sec. 5): image ``[B, d]`` and
+    """Class logit ``log mean_m exp<f_i, f_{c,m}>``: image ``[B, d]`` and
     prompts ``[n_class, M, d]`` -> ``[B, n_class]``."""
     if image_features.dim() != 2 or prompt_features.dim() != 3:
         raise ValueError(

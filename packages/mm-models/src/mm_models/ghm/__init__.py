@@ -1,4 +1,4 @@
-"""Transformer models of the GHM paper (Oko, Lin, Cai, Mei, arXiv 2501.04641; ghm.md §3).
+"""Transformer models of the GHM paper (Oko, Lin, Cai, Mei, arXiv 2501.04641).
 
 Plain tensors in, plain tensors out: leaves are int64 [B, n_leaves] in 0..vocab-1, noisy
 image leaves float [B, n_leaves], belief-propagation messages [B, n_nodes_at_level, vocab].

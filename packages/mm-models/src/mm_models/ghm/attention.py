@@ -1,7 +1,7 @@
 """Self-attention of the GHM transformers: softmax over keys, or elementwise ReLU.
 
 Oko, Lin, Cai, Mei, "A Statistical Theory of Contrastive Pre-training and Multimodal
-Generative AI" (arXiv 2501.04641), section on experiments; spec ghm.md section 3.
+Generative AI" (arXiv 2501.04641), section on experiments.
 
 With scores S = Q K^T / sqrt(d_head) per head:
 
@@ -27,7 +27,7 @@ ATTENTION_KINDS: tuple[str, ...] = ("softmax", "relu")
 
 
 def relu_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None) -> Tensor:
-    """ReLU attention relu(Q K^T / sqrt(d_head)) @ V, masked pairs contribute 0 (ghm.md §3).
+    """ReLU attention relu(Q K^T / sqrt(d_head)) @ V, masked pairs contribute 0.
 
     q, k, v: [..., T, d_head]; mask: bool, broadcastable to [..., T, T], True = may attend.
     """
@@ -39,7 +39,7 @@ def relu_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None) 
 
 
 class GHMSelfAttention(nn.Module):
-    """Multi-head self-attention with a softmax or ReLU activation (ghm.md §3).
+    """Multi-head self-attention with a softmax or ReLU activation.
 
     Args:
         d_model: width of the residual stream.

@@ -1,4 +1,4 @@
-"""CLIP encoders on GHM leaves (ghm.md section 3, "CLIP encoder").
+"""CLIP encoders on GHM leaves (the paper's "CLIP encoder").
 
 tokens [B, L] -> token + position embeddings -> transformer -> per-token Linear(d -> E)
 -> [B, L, E] -> transpose -> Linear(L -> 1), the same weights for every channel -> [B, E].

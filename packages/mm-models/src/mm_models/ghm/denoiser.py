@@ -1,4 +1,4 @@
-"""Conditional denoiser on GHM leaves (ghm.md section 3, "Conditional denoiser").
+"""Conditional denoiser on GHM leaves (the paper's "Conditional denoiser").
 
 Predicts the clean image leaves x from noisy leaves z = x + sigma * N(0, 1), given the text.
 
@@ -63,7 +63,7 @@ class GHMDenoiserConfig(GHMTransformerConfig):
 
 def evidence_features(z: Tensor, vocab: int, d_model: int, sigma: float = 1.0) -> Tensor:
     """Gaussian log-evidence -(v - z)^2 / (2 sigma^2) for v in 0..vocab-1 in channels
-    0..vocab-1, zero-padded to d_model (ghm.md §3). z: [B, L] -> [B, L, d_model]."""
+    0..vocab-1, zero-padded to d_model. z: [B, L] -> [B, L, d_model]."""
     if d_model < vocab:
         raise ValueError(
             f"d_model ({d_model}) must be >= vocab ({vocab}) to hold the evidence channels"

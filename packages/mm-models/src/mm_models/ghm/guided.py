@@ -1,4 +1,4 @@
-"""Guided training: pull early hidden states towards belief-propagation messages (ghm.md §3).
+"""Guided training: pull early hidden states towards belief-propagation messages.
 
 Tree levels are numbered from the root: level k has n_child**k nodes, level n_layer holds
 the n_child**n_layer leaves. Nodes of a level are in breadth-first order, so the children
@@ -62,7 +62,7 @@ def guided_penalty(
     token_range: slice | None = None,
     n_guided: int | None = None,
 ) -> Tensor:
-    """lam * sum_l || H_l[:, token_range, slice_l] - M_l ||^2, batch mean (ghm.md §3, "Guided").
+    """lam * sum_l || H_l[:, token_range, slice_l] - M_l ||^2, batch mean (the paper's "Guided" training).
 
     hidden_states: per-layer residual streams [B, T, d] (a model's `return_hidden=True`).
     bp_messages: log-messages indexed by tree level k (root first), [B, n_child**k, vocab];

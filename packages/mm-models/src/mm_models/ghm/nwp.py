@@ -1,4 +1,4 @@
-"""Autoregressive next-word model on GHM leaves (ghm.md section 3, "Autoregressive NWP").
+"""Autoregressive next-word model on GHM leaves (the paper's "Autoregressive NWP").
 
 Sequence = image prefix, then the text input text[:-1] (n_leaves - 1 = 80 tokens):
   - image_mode "joint": the 81 image leaves as learned token embeddings;

@@ -1,4 +1,4 @@
-"""Paper configurations of the GHM models (ghm.md sections 3-4) and a builder.
+"""Paper configurations of the GHM models and a builder.
 
 | task   | model                                       | d   | standard | shallow | guided |
 |--------|---------------------------------------------|-----|----------|---------|--------|

@@ -1,4 +1,4 @@
-"""The pre-LayerNorm transformer stack shared by every GHM model (ghm.md section 3).
+"""The pre-LayerNorm transformer stack shared by every GHM model.
 
 One block:  x = x + Attn(LN(x), mask);  x = x + MLP(LN(x)),  MLP = Linear(d, 4d) -> GELU ->
 Linear(4d, d). Token and position embeddings live in the task models (clip.py,
