@@ -1,4 +1,4 @@
-"""ghm_clip against a slow reference written from the spec's formula (loops)."""
+"""ghm_clip against a slow reference written from the paper's formula (loops)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Tests of the SogCLR family (sogclr, isogclr, info_sogclr, hybrid_sogclr).
 
-Each loss is compared with a slow reference written below from the formulas of
-sogclr.md section 3, with Python loops over anchors and candidates: values, gradients
+Each loss is compared with a slow reference written below from the papers' formulas
+(see the loss docstrings), with Python loops over anchors and candidates: values, gradients
 (autograd through the loops) and per-sample state after several steps with revisits.
 """
 
@@ -49,7 +49,7 @@ def f32(v: float) -> float:
 
 
 class Reference:
-    """The spec's formulas with explicit loops; state in Python lists (rounded to float32)."""
+    """The formulas with explicit loops; state in Python lists (rounded to float32)."""
 
     def __init__(self, name, num_samples, tau=0.01, gamma=0.8, rho=6.0, eta=0.01, beta=0.9,
                  tau_min=0.005, tau_max=1.0, cov_weight=1.0, var_weight=None,

@@ -1,6 +1,6 @@
 """CLIP loss of the joint generative hierarchical model paper (``ghm_clip``).
 
-The batch layout (spec ghm.md section 4): text and image features of B(K+1) trees each.
+The batch layout of the GHM paper: text and image features of B(K+1) trees each.
 Blocks [0, B) and [B, 2B) are matched pairs (shared root); blocks [2B, B(K+1)) are K-1
 independent draws. Direction 1: image i of block 0 against its text i (positive) and
 the independent texts 2B + kB + i, k = 0..K-2. Direction 2: text B + i of block 1
@@ -50,7 +50,7 @@ def ghm_clip_logits(
 
 
 def ghm_clip_from_logits(logits_1: torch.Tensor, logits_2: torch.Tensor) -> torch.Tensor:
-    """GHM CLIP loss (ghm.md Sec. 4): sum over directions of mean_i -log softmax(logits_i)[0].
+    """GHM CLIP loss: sum over directions of mean_i -log softmax(logits_i)[0].
 
     ``logits_d`` is [B, K] with the positive in column 0; for the learned model the logit
     is <f_t, f_i> (S = exp(<f_t, f_i>)), for the Bayes baseline log S(t, i).
@@ -60,7 +60,7 @@ def ghm_clip_from_logits(logits_1: torch.Tensor, logits_2: torch.Tensor) -> torc
 
 @register("ghm_clip")
 class GHMClipLoss(ContrastiveLoss):
-    """CLIP loss with K-1 independent negatives of the GHM paper (ghm.md Sec. 4).
+    """CLIP loss with K-1 independent negatives of the GHM paper.
 
     Per anchor -log(S+ / (S+ + sum_k S-_k)) with S = exp(<f_t, f_i>) (no normalisation,
     no temperature), summed over the two directions and averaged over the batch.

@@ -75,7 +75,7 @@ def eta_at(
 def difficulty_term(x: torch.Tensor, t: torch.Tensor, tau: torch.Tensor) -> torch.Tensor:
     """-mean_ij(S_ij / tau * p_i q_j), p = softmax_i ||x_i - mean x||, q likewise for t.
 
-    HybridSogCLR's difficulty term (spec sogclr.md, section 3), evaluated without the
+    HybridSogCLR's difficulty term, evaluated without the
     N x N matrix: sum_ij S_ij p_i q_j = <X^T p, T^T q>.
     """
     n = x.shape[0]
@@ -607,7 +607,7 @@ class InfoSogCLRLoss(_GlobalContrastiveLoss):
 class HybridSogCLRLoss(_GlobalContrastiveLoss):
     """HybridSogCLR: SogCLR with an adaptive global temperature, variance and difficulty terms.
 
-    Course project extension of SogCLR (spec sogclr.md, section 3). Per step, one global
+    Course project extension of SogCLR. Per step, one global
     temperature tau = clamp(tau0 * (1 + tanh(std(S))), tau_min, tau_max) (no gradient;
     std over all N x N entries of the global batch), then the SogCLR surrogate with that
     tau, plus var_weight * (v(X) + v(T)) (VICReg variance hinge, see ``info_sogclr``)
@@ -626,7 +626,7 @@ class HybridSogCLRLoss(_GlobalContrastiveLoss):
         self.var_weight, self.difficulty_weight = var_weight, difficulty_weight
 
     def _inverse_temperatures(self, sim_rows, old, world):
-        """tau = tau0 * (1 + tanh(std(S))) over the global S (HybridSogCLR, spec sec. 3)."""
+        """tau = tau0 * (1 + tanh(std(S))) over the global S (HybridSogCLR)."""
         n_rows, n = sim_rows.shape
         var, mean = torch.var_mean(sim_rows, correction=0)
         stats = torch.stack([var, mean]).to(torch.float64).unsqueeze(0)
