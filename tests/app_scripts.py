@@ -30,3 +30,27 @@ def load_app_script(app: str, name: str, kind: str = "app") -> ModuleType:
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)
     return module
+
+
+def sigterm_once_logged(command: list[str], out: Path, step: int, timeout: float = 300):
+    """Run a train.py ``command`` writing to ``out``; send SIGTERM once its metrics.jsonl has
+    logged ``step``. Returns (exit status, stderr)."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(
+        [*command, "--out", str(out)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    metrics = out / "metrics.jsonl"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        if metrics.is_file() and f'"step": {step}' in metrics.read_text():
+            proc.send_signal(signal.SIGTERM)
+            break
+        time.sleep(0.01)
+    _, err = proc.communicate(timeout=timeout)
+    return proc.returncode, err

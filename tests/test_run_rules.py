@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
-from app_scripts import load_app_script
+from app_scripts import load_app_script, sigterm_once_logged
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = {
@@ -170,22 +170,8 @@ def test_sigterm_mid_run_then_resume_equals_the_uninterrupted_run(tmp_path):
     script = [sys.executable, str(ROOT / "apps" / "ghm" / "train.py"), *args]
     reference, interrupted = tmp_path / "reference", tmp_path / "interrupted"
     subprocess.run([*script, "--out", str(reference)], env=env, check=True, capture_output=True)
-    proc = subprocess.Popen(
-        [*script, "--out", str(interrupted)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    metrics = interrupted / "metrics.jsonl"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and proc.poll() is None:
-        if metrics.is_file() and '"step": 40' in metrics.read_text():
-            proc.send_signal(signal.SIGTERM)
-            break
-        time.sleep(0.01)
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 128 + signal.SIGTERM, err
+    code, err = sigterm_once_logged(script, interrupted, step=40)
+    assert code == 128 + signal.SIGTERM, err
     assert "SIGTERM: stopped after step" in err
     assert not (interrupted / "summary.json").exists()
     subprocess.run(

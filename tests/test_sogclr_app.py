@@ -7,11 +7,10 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
-from app_scripts import load_app_script
+from app_scripts import load_app_script, sigterm_once_logged
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = ROOT / "apps" / "sogclr"
@@ -191,19 +190,8 @@ def test_sigterm_then_resume_equals_the_uninterrupted_run(corpus, tmp_path):
     subprocess.run(
         [*script, *args, "--out", str(reference)], env=env, check=True, capture_output=True
     )
-    proc = subprocess.Popen(
-        [*script, *args, "--out", str(interrupted)], env=env, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    metrics = interrupted / "metrics.jsonl"
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and proc.poll() is None:
-        if metrics.is_file() and '"step": 5' in metrics.read_text():
-            proc.send_signal(signal.SIGTERM)
-            break
-        time.sleep(0.02)
-    _, err = proc.communicate(timeout=300)
-    assert proc.returncode == 128 + signal.SIGTERM, err
+    code, err = sigterm_once_logged([*script, *args], interrupted, step=5)
+    assert code == 128 + signal.SIGTERM, err
     subprocess.run(
         [*script, *args, "--out", str(interrupted), "--resume"], env=env, check=True,
         capture_output=True,

@@ -48,10 +48,10 @@ class DataOptions:
         0, "number of samples in the shards (required with --data.shards)", ge=0
     )
     templates: Literal["imagenet", "simple"] = arg("simple", "zero-shot prompt templates")
-    synthetic_train: int = arg(12_000, "synthetic corpus: training pairs", ge=1)
+    synthetic_train: int = arg(4_000, "synthetic corpus: training pairs", ge=1)
     synthetic_eval: int = arg(1_000, "synthetic corpus: retrieval images (5 captions each)", ge=1)
     synthetic_zeroshot: int = arg(50, "synthetic corpus: zero-shot images per class", ge=1)
-    synthetic_size: int = arg(64, "synthetic corpus: image side in pixels", ge=16)
+    synthetic_size: int = arg(32, "synthetic corpus: image side in pixels", ge=16)
     synthetic_seed: int = arg(0, "synthetic corpus: seed")
 
 

@@ -144,8 +144,10 @@ def main() -> None:
     if args.jobs > 1:
         args.extra = [*args.extra, "--threads", "1", "--workers", "1"]
     grid = [(loss, batch, seed) for batch in batches for loss in losses for seed in seeds]
+    # the first run writes the synthetic corpus (if missing): alone, so parallel runs do not race
+    first = run_once(args, *grid[0])
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:  # threads wait on subprocesses
-        summaries = list(pool.map(lambda job: run_once(args, *job), grid))
+        summaries = [first, *pool.map(lambda job: run_once(args, *job), grid[1:])]
     rows = [
         {"loss": loss, "batch_size": batch, "seed": seed, **{m: s.get(m) for m in METRICS}}
         for (loss, batch, seed), s in zip(grid, summaries)

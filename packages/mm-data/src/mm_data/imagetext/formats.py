@@ -133,7 +133,24 @@ def _check_index(index: int, length: int) -> int:
     return index
 
 
-class ImageCaptionDataset(Dataset):
+class _ImageFiles(Dataset):
+    """What both annotation data sets share: image files under a root, loaded and transformed."""
+
+    image_root: Path
+    images: list[str]
+    transform: Transform | None
+
+    def image_path(self, index: int) -> Path:
+        """Full path of the image of entry ``index``."""
+        return self.image_root / self.images[_check_index(index, len(self))]
+
+    def _image(self, index: int) -> Any:
+        """The transformed image of entry ``index`` (the index already checked)."""
+        image: Any = load_image(self.image_root / self.images[index])
+        return self.transform(image) if self.transform is not None else image
+
+
+class ImageCaptionDataset(_ImageFiles):
     """Training pairs: item k -> dict(image, caption, image_index, index=k)."""
 
     def __init__(
@@ -174,27 +191,20 @@ class ImageCaptionDataset(Dataset):
         """Number of distinct image_ids."""
         return len(self.image_ids)
 
-    def image_path(self, index: int) -> Path:
-        """Full path of the image of entry index."""
-        return self.image_root / self.images[_check_index(index, len(self))]
-
     def __len__(self) -> int:
         return len(self.captions)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         index = _check_index(index, len(self))
-        image: Any = load_image(self.image_root / self.images[index])
-        if self.transform is not None:
-            image = self.transform(image)
         return {
-            "image": image,
+            "image": self._image(index),
             "caption": self.captions[index],
             "image_index": self.image_indices[index],
             "index": index,
         }
 
 
-class RetrievalEvalDataset(Dataset):
+class RetrievalEvalDataset(_ImageFiles):
     """COCO-style retrieval set: item i -> (image, i), as ALBEF's; the texts are attributes."""
 
     def __init__(
@@ -245,19 +255,12 @@ class RetrievalEvalDataset(Dataset):
         """Number of captions over all images."""
         return len(self.texts)
 
-    def image_path(self, index: int) -> Path:
-        """Full path of image index."""
-        return self.image_root / self.images[_check_index(index, len(self))]
-
     def __len__(self) -> int:
         return len(self.images)
 
     def __getitem__(self, index: int) -> tuple[Any, int]:
         index = _check_index(index, len(self))
-        image: Any = load_image(self.image_root / self.images[index])
-        if self.transform is not None:
-            image = self.transform(image)
-        return image, index
+        return self._image(index), index
 
 
 class ZeroShotFolder(ImageFolder):
