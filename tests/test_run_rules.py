@@ -36,7 +36,7 @@ TINY = {
 TINY["sogclr"] = [  # --data.root is added by the sogclr_corpus fixture
     "--image-model", "test_resnet", "--image-size", "32", "--text-model", "tiny",
     "--embed-dim", "32", "--vocab-size", "200", "--batch-size", "16", "--workers", "0",
-    "--threads", "1", "--device", "cpu", "--log-every", "2", "--epochs", "1",
+    "--threads", "1", "--device", "cpu", "--log-every", "2", "--epochs", "1", "--tau", "0.01",
 ]  # fmt: skip
 # a field of each app that changes the experiment, and a valid other value
 EXPERIMENT_FIELD = {
