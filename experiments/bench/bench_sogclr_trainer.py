@@ -3,7 +3,7 @@
     uv run python experiments/bench/bench_sogclr_trainer.py                 # 2 workers, 150 steps
     uv run python experiments/bench/bench_sogclr_trainer.py --workers 0 --steps 100
 
-Both loops train the default preset's model (ResNet-18 image tower at 64 px, tiny text
+Both loops train the default preset's model (ResNet-18 image tower at 32 px, tiny text
 transformer) with its loss (sogclr), optimiser (AdamW, wd groups) and schedule on the
 synthetic corpus through the same DataLoader (the app's collate, the training transform
 with RandAugment, ``--workers`` processes). The bare loop is what one writes by hand:

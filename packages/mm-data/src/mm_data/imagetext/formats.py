@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import operator
 import os
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -136,9 +136,28 @@ def _check_index(index: int, length: int) -> int:
 class _ImageFiles(Dataset):
     """What both annotation data sets share: image files under a root, loaded and transformed."""
 
-    image_root: Path
-    images: list[str]
-    transform: Transform | None
+    def __init__(
+        self,
+        ann_file: PathLike | Sequence[PathLike],
+        image_root: PathLike,
+        transform: Transform | None = None,
+        max_words: int = 30,
+        *,
+        check_files: bool = True,
+    ):
+        self.ann_files = _as_paths(ann_file)
+        self.image_root = Path(image_root)
+        self.transform = transform
+        self.max_words = max_words
+        self.check_files = check_files
+        self.images: list[str] = []  # image path relative to image_root, per entry
+
+    def _entries(self) -> Iterator[tuple[_Validator, int, dict[str, Any], str]]:
+        """(validator, entry number, entry, checked image path) of every annotation entry."""
+        for path in self.ann_files:
+            check = _Validator(path, self.image_root, self.max_words, self.check_files)
+            for k, entry in enumerate(read_annotations(path)):
+                yield check, k, entry, check.entry(k, entry)
 
     def image_path(self, index: int) -> Path:
         """Full path of the image of entry ``index``."""
@@ -162,29 +181,22 @@ class ImageCaptionDataset(_ImageFiles):
         *,
         check_files: bool = True,
     ):
-        self.ann_files = _as_paths(ann_file)
-        self.image_root = Path(image_root)
-        self.transform = transform
-        self.max_words = max_words
+        super().__init__(ann_file, image_root, transform, max_words, check_files=check_files)
         self.annotations: list[dict[str, Any]] = []  # the validated JSON entries, as read
-        self.images: list[str] = []  # image path relative to image_root, per entry
         self.captions: list[str] = []  # preprocessed caption, per entry
         self.image_indices: list[int] = []  # contiguous image index, per entry
         self.image_ids: list[Hashable] = []  # distinct image_ids in order of first appearance
         id_to_index: dict[Hashable, int] = {}
-        for path in self.ann_files:
-            check = _Validator(path, self.image_root, max_words, check_files)
-            for k, entry in enumerate(read_annotations(path)):
-                image = check.entry(k, entry)
-                caption = check.caption(k, entry["caption"])
-                image_id = check.image_id(k, entry)
-                if image_id not in id_to_index:
-                    id_to_index[image_id] = len(self.image_ids)
-                    self.image_ids.append(image_id)
-                self.annotations.append(entry)
-                self.images.append(image)
-                self.captions.append(caption)
-                self.image_indices.append(id_to_index[image_id])
+        for check, k, entry, image in self._entries():
+            caption = check.caption(k, entry["caption"])
+            image_id = check.image_id(k, entry)
+            if image_id not in id_to_index:
+                id_to_index[image_id] = len(self.image_ids)
+                self.image_ids.append(image_id)
+            self.annotations.append(entry)
+            self.images.append(image)
+            self.captions.append(caption)
+            self.image_indices.append(id_to_index[image_id])
 
     @property
     def num_images(self) -> int:
@@ -216,33 +228,24 @@ class RetrievalEvalDataset(_ImageFiles):
         *,
         check_files: bool = True,
     ):
-        self.ann_files = _as_paths(ann_file)
-        self.image_root = Path(image_root)
-        self.transform = transform
-        self.max_words = max_words
-        self.images: list[str] = []  # image path relative to image_root, per image
+        super().__init__(ann_file, image_root, transform, max_words, check_files=check_files)
         self.texts: list[str] = []  # every caption, preprocessed, image by image
         self.image_to_texts: list[list[int]] = []  # indices into texts, per image
         text_to_image: list[int] = []
-        for path in self.ann_files:
-            check = _Validator(path, self.image_root, max_words, check_files)
-            for k, entry in enumerate(read_annotations(path)):
-                image = check.entry(k, entry)
-                captions = entry["caption"]
-                if not isinstance(captions, list):
-                    raise check.error(
-                        k, f"'caption' must be a list of strings (COCO style), got {captions!r}"
-                    )
-                if not captions:
-                    raise check.error(k, "'caption' is an empty list")
-                texts = [check.caption(k, c, f"caption {j}") for j, c in enumerate(captions)]
-                image_index = len(self.images)
-                self.images.append(image)
-                self.image_to_texts.append(
-                    list(range(len(self.texts), len(self.texts) + len(texts)))
+        for check, k, entry, image in self._entries():
+            captions = entry["caption"]
+            if not isinstance(captions, list):
+                raise check.error(
+                    k, f"'caption' must be a list of strings (COCO style), got {captions!r}"
                 )
-                self.texts.extend(texts)
-                text_to_image.extend([image_index] * len(texts))
+            if not captions:
+                raise check.error(k, "'caption' is an empty list")
+            texts = [check.caption(k, c, f"caption {j}") for j, c in enumerate(captions)]
+            image_index = len(self.images)
+            self.images.append(image)
+            self.image_to_texts.append(list(range(len(self.texts), len(self.texts) + len(texts))))
+            self.texts.extend(texts)
+            text_to_image.extend([image_index] * len(texts))
         self.text_to_image = torch.tensor(text_to_image, dtype=torch.int64)  # [T]
 
     @property
