@@ -122,3 +122,42 @@ def test_optimizer_state_dict_round_trips_with_group_names() -> None:
     assert [g["group_name"] for g in fresh.param_groups] == [
         g["group_name"] for g in optimizer.param_groups
     ]
+
+
+class ThreeComponents(nn.Module):
+    """A VLM's parts: language model, vision encoder, projector."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lm = nn.Linear(6, 6)
+        self.vision = nn.Linear(5, 5)
+        self.projector = nn.Linear(5, 6)
+
+
+def test_each_component_trains_at_its_own_rate_through_the_schedule() -> None:
+    """AdamW's first step moves every element by lr (m / sqrt(v) = sign(g)), so the size
+    of each parameter's move reads back its group's learning rate; a warmup + cosine
+    schedule keeps the ratios between the groups at every step."""
+    from mm_train.schedules import build_scheduler
+
+    torch.manual_seed(0)
+    model = ThreeComponents().double()  # float64: the moves of ~1e-5 read back exactly
+    lr, scales = 5e-3, {"lm": 2e-3, "vision": 0.1}
+    optimizer = build_adamw(model, lr=lr, lr_scales=scales, eps=1e-12)
+    scheduler = build_scheduler(optimizer, "cosine", total=10, warmup=3)
+    expected_scale = {"lm": 2e-3, "vision": 0.1, "projector": 1.0}
+    for step in range(6):
+        scheduler_lr = lr * scheduler.lr_lambdas[0](step)  # the schedule's factor at this step
+        for group in optimizer.param_groups:  # fresh state: every step is a "first" step
+            for p in group["params"]:
+                optimizer.state.pop(p, None)
+        before = {n: p.detach().clone() for n, p in model.named_parameters()}
+        for p in model.parameters():
+            p.grad = torch.randn_like(p)
+        optimizer.step()
+        for name, param in model.named_parameters():
+            component = name.split(".")[0]
+            moved = (param - before[name]).abs()
+            want = scheduler_lr * expected_scale[component]
+            assert torch.allclose(moved, torch.full_like(moved, want), rtol=1e-6), (name, step)
+        scheduler.step()
