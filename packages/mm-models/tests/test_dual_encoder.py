@@ -300,3 +300,29 @@ def test_bad_configs_and_inputs(model, config, tok, batch):
         model.encode_text(ids, mask[:, :-1])
     with pytest.raises(ValueError, match="integer"):
         model.encode_text(ids.float(), mask)
+
+
+def test_image_kwargs_build_a_small_vit_that_round_trips(config, tok, batch, tmp_path):
+    """timm keyword arguments (a ViT for 32 px images, 8 px patches) are kept in the config."""
+    vit = dataclasses.replace(
+        config,
+        image_model="vit_tiny_patch16_224",
+        image_size=SIZE,
+        image_kwargs={"img_size": SIZE, "patch_size": 8, "depth": 2, "embed_dim": 48,
+                      "num_heads": 2},
+    )  # fmt: skip
+    torch.manual_seed(0)
+    model = DualEncoder(vit, tokenizer=tok).eval()
+    assert model.image_features == 48
+    tokens = model.image_encoder.forward_features(batch[0])
+    assert tokens.shape == (4, 1 + (SIZE // 8) ** 2, 48)  # CLS + the patch grid
+    model.save_pretrained(tmp_path / "vit")
+    loaded = DualEncoder.from_pretrained(tmp_path / "vit").eval()
+    assert loaded.config.image_kwargs == vit.image_kwargs
+    for got, want in zip(embeddings(loaded, batch), embeddings(model, batch)):
+        torch.testing.assert_close(got, want, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="image_kwargs may not set"):
+        dataclasses.replace(config, image_kwargs={"num_classes": 3})
+    with pytest.raises(ValueError, match="do not fit 'resnet18'"):
+        DualEncoder(dataclasses.replace(config, image_model="resnet18",
+                                        image_kwargs={"no_such_option": 1}))  # fmt: skip

@@ -57,6 +57,9 @@ class DualEncoderConfig:
     text_model: str | dict[str, Any] = "distilbert"  # local HF dir, model type, or overrides
     embed_dim: int = 256
     normalize: bool = True
+    # keyword arguments of timm.create_model, e.g. {"img_size": 48, "patch_size": 8,
+    # "depth": 4, "embed_dim": 128} for a small ViT
+    image_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not isinstance(self.image_model, str) or not self.image_model:
@@ -80,6 +83,12 @@ class DualEncoderConfig:
             )
         if not isinstance(self.normalize, bool):
             raise ValueError(f"normalize must be a bool, got {self.normalize!r}")
+        if not isinstance(self.image_kwargs, Mapping):
+            raise ValueError(f"image_kwargs must be a dict, got {self.image_kwargs!r}")
+        self.image_kwargs = dict(self.image_kwargs)
+        reserved = {"pretrained", "num_classes"} & set(self.image_kwargs)
+        if reserved:
+            raise ValueError(f"image_kwargs may not set {sorted(reserved)} (the encoder sets them)")
 
 
 # ---------------------------------------------------------------------------- image tower
@@ -159,15 +168,21 @@ def _load_image_weights(model: nn.Module, path_str: str, model_name: str) -> Non
     model.load_state_dict(state, strict=True)
 
 
-def _build_image_encoder(name: str, weights: str | None) -> nn.Module:
-    """timm model without its classifier (pooled features), random or local weights."""
+def _build_image_encoder(
+    name: str, weights: str | None, kwargs: Mapping[str, Any] | None = None
+) -> nn.Module:
+    """timm model without its classifier (pooled features), random or local weights;
+    ``kwargs`` go to ``timm.create_model`` (a TypeError there names the bad one)."""
     import timm  # here, not at module level: importing timm is slow on a cold CPU
 
     if not timm.is_model(name):
         close = _close_timm_names(name)
         hint = f"; close matches: {', '.join(close)}" if close else ""
         raise ValueError(f"unknown timm model name {name!r}{hint}")
-    model = timm.create_model(name, pretrained=False, num_classes=0)
+    try:
+        model = timm.create_model(name, pretrained=False, num_classes=0, **dict(kwargs or {}))
+    except TypeError as exc:
+        raise ValueError(f"image_kwargs {dict(kwargs or {})} do not fit {name!r}: {exc}") from None
     if weights is not None:
         _load_image_weights(model, weights, name)
     return model
@@ -249,7 +264,9 @@ class DualEncoder(nn.Module):
         self.config = config = config if config is not None else DualEncoderConfig()
         if not isinstance(config, DualEncoderConfig):
             raise ValueError(f"config must be a DualEncoderConfig, got {type(config).__name__}")
-        self.image_encoder = _build_image_encoder(config.image_model, config.image_weights)
+        self.image_encoder = _build_image_encoder(
+            config.image_model, config.image_weights, config.image_kwargs
+        )
         self.text_encoder = _build_text_encoder(config.text_model, text_config)
         text_vocab = self.text_encoder.config.vocab_size
         if tokenizer is not None and len(tokenizer) > text_vocab:
