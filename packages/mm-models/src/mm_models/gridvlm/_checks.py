@@ -1,0 +1,64 @@
+"""Small argument checks and state_dict file I/O shared by the gridvlm modules."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+
+def check_int(name: str, value: Any, low: int = 1) -> None:
+    """ValueError unless value is an int (not a bool) >= low."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
+
+
+def check_bool(name: str, value: Any) -> None:
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be a bool, got {value!r}")
+
+
+def save_state(module: nn.Module, path: Path, metadata: dict[str, str] | None = None) -> None:
+    """Write module.state_dict() as safetensors (tensors copied, so tied ones save too)."""
+    from safetensors.torch import save_file
+
+    state = {
+        key: value.detach().cpu().contiguous().clone() for key, value in module.state_dict().items()
+    }
+    save_file(state, str(path), metadata=metadata)
+
+
+def read_state(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """(tensors, metadata) of a safetensors file."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt", device="cpu") as handle:
+        metadata = dict(handle.metadata() or {})
+        state = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118
+    return state, metadata
+
+
+def load_state_strict(module: nn.Module, state: dict[str, torch.Tensor], what: str) -> None:
+    """module.load_state_dict(state, strict=True), with a ValueError listing the mismatches."""
+    own = module.state_dict()
+    missing = sorted(own.keys() - state.keys())
+    unexpected = sorted(state.keys() - own.keys())
+    shapes = sorted(
+        f"{key}: checkpoint {tuple(state[key].shape)} vs model {tuple(own[key].shape)}"
+        for key in own.keys() & state.keys()
+        if state[key].shape != own[key].shape
+    )
+    if missing or unexpected or shapes:
+        parts = [
+            f"{label} ({len(items)}): {', '.join(items[:5])}{', ...' if len(items) > 5 else ''}"
+            for label, items in (
+                ("missing keys", missing),
+                ("unexpected keys", unexpected),
+                ("shape mismatches", shapes),
+            )
+            if items
+        ]
+        raise ValueError(f"{what} does not match the module: {'; '.join(parts)}")
+    module.load_state_dict(state, strict=True)
