@@ -1,0 +1,119 @@
+"""Text vs image: the same grids answered by the LM from text and by the VLM from the picture.
+
+    uv run apps/gridvlm/eval.py --run runs/gridvlm                 # 250 validation grids
+    uv run apps/gridvlm/eval.py --run runs/gridvlm --split test --grids 100
+
+Every cell of every grid is asked alone ("What object is in row r, column c?" after the
+grid, no earlier Q/A) and answered by greedy decoding (5 new tokens; the answer is the
+first line after "A:"). Scored: exact-match accuracy overall and per grid position, and
+the share of answers that name an object of the grid. Models: the SFT LM on the text form
+(`text_accuracy`), every VLM stage (vlm/, vlm-<tag>/) on the image form
+(`image_accuracy`, `image_accuracy_<tag>`) and its own LM on the text form
+(`vlm_text_accuracy[_<tag>]`). Writes RUN/summary.json, RUN/eval_config.json and
+RUN/accuracy_heatmap.png (one panel per model).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from gridvlm_config import EvalConfig
+
+from mm_train import parse_config
+
+HERE = Path(__file__).resolve().parent
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    cfg = parse_config(EvalConfig, argv, description=__doc__)
+    return evaluate(cfg)
+
+
+def _vlm_stages(run: Path) -> list[Path]:
+    """Finished VLM stage directories of a run: vlm/ first, then vlm-<tag>/ sorted."""
+    found = [d for d in sorted(run.glob("vlm*")) if (d / "model").is_dir()]
+    return sorted(found, key=lambda d: (d.name != "vlm", d.name))
+
+
+def evaluate(cfg: EvalConfig) -> dict[str, Any]:
+    import torch
+    from gridvlm_config import GridVLMConfig
+    from gridvlm_stages import visual_inputs
+    from gridvlm_tasks import (
+        MODEL_DIR,
+        TOKENIZER_DIR,
+        decode_accuracy,
+        eval_corpus,
+        eval_records,
+        fail,
+        load_tokenizer,
+        require_finished,
+    )
+    from transformers import AutoModelForCausalLM
+
+    from mm_data.grids import GridDataset
+    from mm_eval.grids import plot_position_heatmap
+    from mm_models.gridvlm import GridVLM
+    from mm_train import atomic_write_json, load_config, resolve_device, save_config
+
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
+    run = Path(cfg.run)
+    sft = require_finished(run, "sft", "eval")
+    train_cfg = load_config(GridVLMConfig, sft / "config.json")
+    corpus = eval_corpus(train_cfg.data)
+    device = resolve_device(cfg.device)
+    text_set = GridDataset(corpus.text_root, cfg.split)
+    text_records = eval_records(text_set, cfg.grids)
+    if len(text_records) < cfg.grids:
+        fail(f"--grids {cfg.grids}: the {cfg.split} split has only {len(text_records)} grids")
+
+    def score(model, tokenizer, records, visual=None) -> dict[str, Any]:
+        return decode_accuracy(model, tokenizer, records, corpus.class_names, visual=visual,
+                               device=device, batch_size=cfg.batch_size)  # fmt: skip
+
+    summary: dict[str, Any] = {"split": cfg.split, "grids": cfg.grids}
+    panels: dict[str, Any] = {}
+    tokenizer = load_tokenizer(sft / TOKENIZER_DIR)
+    lm = AutoModelForCausalLM.from_pretrained(str(sft / MODEL_DIR)).to(device)
+    text = score(lm, tokenizer, text_records)
+    summary.update(text_accuracy=text["accuracy"], text_in_grid_rate=text["in_grid_rate"],
+                   text_per_position=text["per_position"])  # fmt: skip
+    panels["LM, text grid"] = text["per_position"]
+    print(f"text (sft LM): accuracy {text['accuracy']:.3f}")
+
+    image_set = GridDataset(corpus.image_root, cfg.split)
+    image_records = eval_records(image_set, cfg.grids)
+    for stage in _vlm_stages(run):
+        stage_cfg = load_config(GridVLMConfig, stage / "config.json")
+        suffix = "" if stage.name == "vlm" else "_" + stage.name.removeprefix("vlm-")
+        model = GridVLM.from_pretrained(stage / MODEL_DIR).to(device)
+        visual = visual_inputs(stage_cfg, image_set)[[r["index"] for r in image_records]]
+        image = score(model, tokenizer, image_records, visual)
+        own_text = score(model.lm, tokenizer, text_records)
+        summary.update({
+            f"image_accuracy{suffix}": image["accuracy"],
+            f"image_in_grid_rate{suffix}": image["in_grid_rate"],
+            f"image_per_position{suffix}": image["per_position"],
+            f"vlm_text_accuracy{suffix}": own_text["accuracy"],
+        })  # fmt: skip
+        panels[f"{stage.name} ({stage_cfg.vlm.encoder}), image"] = image["per_position"]
+        print(f"image ({stage.name}, {stage_cfg.vlm.encoder} encoder): accuracy "
+              f"{image['accuracy']:.3f}; its LM on text {own_text['accuracy']:.3f}")  # fmt: skip
+    if "image_accuracy" not in summary:
+        print(f"note: no finished vlm/ stage in {run}: image_accuracy not measured",
+              file=sys.stderr)  # fmt: skip
+    plot_position_heatmap(panels, run / "accuracy_heatmap.png",
+                          title=f"accuracy per grid position ({cfg.split}, {cfg.grids} grids)")  # fmt: skip
+    save_config(cfg, run / "eval_config.json")
+    atomic_write_json(run / "summary.json", summary)
+    print(f"wrote {run / 'summary.json'} and {run / 'accuracy_heatmap.png'}")
+    return summary
+
+
+if __name__ == "__main__":
+    main()
