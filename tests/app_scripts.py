@@ -32,9 +32,11 @@ def load_app_script(app: str, name: str, kind: str = "app") -> ModuleType:
     return module
 
 
-def sigterm_once_logged(command: list[str], out: Path, step: int, timeout: float = 300):
-    """Run a train.py ``command`` writing to ``out``; send SIGTERM once its metrics.jsonl has
-    logged ``step``. Returns (exit status, stderr)."""
+def sigterm_once_logged(
+    command: list[str], out: Path, step: int, timeout: float = 300, metrics: Path | None = None
+):
+    """Run a train.py ``command`` writing to ``out``; send SIGTERM once its metrics.jsonl
+    (``metrics``, default out/metrics.jsonl) has logged ``step``. Returns (exit status, stderr)."""
     import os
     import signal
     import subprocess
@@ -45,7 +47,7 @@ def sigterm_once_logged(command: list[str], out: Path, step: int, timeout: float
         [*command, "--out", str(out)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         text=True,
     )  # fmt: skip
-    metrics = out / "metrics.jsonl"
+    metrics = metrics if metrics is not None else out / "metrics.jsonl"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and proc.poll() is None:
         if metrics.is_file() and f'"step": {step}' in metrics.read_text():

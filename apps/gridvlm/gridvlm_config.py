@@ -32,6 +32,7 @@ class GridDataOptions:
 
     root: str = arg("data/gridvlm", "corpus directory (written on first use)")
     config: str = arg("v3", "grid config: v3 (3x3, subset 5, 9 questions), v2 (5x5), ...")
+    subset_size: int = arg(0, "objects drawn per grid (0 = the grid config's)", ge=0)
     source: Literal["digits", "sprites", "cifar10"] = arg(
         "digits", "object pictures: scikit-learn digits (offline), procedural sprites, CIFAR-10"
     )
@@ -191,8 +192,8 @@ class ProbeConfig:
 
     run: str = arg("", "a train.py --out directory holding vlm/ (required)")
     stage: str = arg("vlm", "the VLM stage directory to probe (vlm, vlm-onehot, ...)")
-    train_grids: int = arg(2_000, "training grids of the probes", ge=10)
-    test_grids: int = arg(250, "held-out grids (test split)", ge=10)
+    train_grids: int = arg(2_000, "training grids of the probes", ge=2)
+    test_grids: int = arg(250, "held-out grids (test split)", ge=1)
     max_iter: int = arg(100, "L-BFGS iterations per probe", ge=1)
     device: Literal["auto", "cpu", "cuda"] = arg("auto", "device")
     threads: int = arg(0, "torch CPU threads; 0 = torch's default", ge=0)

@@ -19,12 +19,14 @@ from typing import Any
 import torch
 from gridvlm_config import GridVLMConfig
 from gridvlm_tasks import (
+    ENCODER_FILE,
     MODEL_DIR,
     TOKENIZER_DIR,
     Corpus,
     PadCollate,
     TokenizedGrids,
     cell_ids,
+    check_encoder,
     clip_text_batch,
     decode_accuracy,
     eval_records,
@@ -32,6 +34,7 @@ from gridvlm_tasks import (
     load_tokenizer,
     tokenized,
     vision_model_config,
+    write_json,
 )
 from torch import nn
 
@@ -53,6 +56,7 @@ class StagePlan:
     weight_decay: float
     evaluate: Callable[[nn.Module], dict[str, float]]
     save: Callable[[nn.Module, Path], None]
+    start: Callable[[Path], None] = lambda out: None  # files written once the run has started
     lr_scales: dict[str, float] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)
 
@@ -100,11 +104,11 @@ def pretrain(
 
     train = GridDataset(corpus.text_root, "train")
     saved = out / TOKENIZER_DIR
-    if saved.is_dir():  # a resumed run keeps its tokenizer
+    if cfg.resume and saved.is_dir():  # a resumed run keeps its tokenizer
         tokenizer = load_tokenizer(saved)
     else:
         tokenizer = train_bpe_tokenizer((r["full_text"] for r in train.records),
-                                        cfg.lm.vocab_size, out_dir=saved)  # fmt: skip
+                                        cfg.lm.vocab_size)  # fmt: skip
     lm = build_lm(LMConfig.from_tokenizer(tokenizer, n_positions=cfg.lm.max_length,
                                           n_embd=cfg.lm.n_embd, n_layer=cfg.lm.n_layer,
                                           n_head=cfg.lm.n_head))  # fmt: skip
@@ -115,6 +119,7 @@ def pretrain(
         collate=PadCollate(tokenizer.pad_token_id), batch_size=p.batch_size, epochs=p.epochs, lr=p.lr,
         warmup_steps=p.warmup_steps, weight_decay=p.weight_decay,
         evaluate=_text_eval(cfg, corpus, tokenizer, device), save=_save_lm(tokenizer),
+        start=lambda out: tokenizer.save_pretrained(str(out / TOKENIZER_DIR)),
         info={"parameters": sum(q.numel() for q in lm.parameters()), "vocab": len(tokenizer)},
     )  # fmt: skip
 
@@ -161,12 +166,11 @@ def vision(
 
     train = GridDataset(corpus.image_root, "train")
     saved = out / TOKENIZER_DIR
-    if saved.is_dir():
+    if cfg.resume and saved.is_dir():
         tokenizer = load_or_train_tokenizer(str(saved))
     else:
         tokenizer = load_or_train_tokenizer(None, [r["rows_text"] for r in train.records],
                                             vocab_size=400)  # fmt: skip
-        tokenizer.save_pretrained(str(saved))
     model = DualEncoder(vision_model_config(cfg, len(tokenizer)), tokenizer=tokenizer)
     loss = mm_losses.build("clip", tau=cfg.vision.tau)
     grids = _distinct(train.records)
@@ -197,6 +201,7 @@ def vision(
         model=model, step_fn=step_fn, dataset=dataset, collate=None, batch_size=v.batch_size,
         epochs=v.epochs, lr=v.lr, warmup_steps=v.warmup_steps, weight_decay=0.05,
         evaluate=evaluate, save=save,
+        start=lambda out: tokenizer.save_pretrained(str(out / TOKENIZER_DIR)),
         info={"parameters": sum(q.numel() for q in model.image_encoder.parameters())},
     )  # fmt: skip
 
@@ -248,6 +253,10 @@ def vlm(
     """The VLM on image grids, loss on the answers, each component at its own rate."""
     tokenizer = load_tokenizer(earlier["sft"] / TOKENIZER_DIR)
     model = build_vlm(cfg, corpus, earlier)
+    shape = {"encoder": cfg.vlm.encoder, "width": int(model.vision.width),
+             "num_tokens": model.num_image_tokens}  # fmt: skip
+    if cfg.resume:
+        check_encoder(out, shape)
     train = GridDataset(corpus.image_root, "train")
     encoded = tokenized(tokenizer, train.records, "answers", model.lm.config.n_positions,
                         reserved=model.num_image_tokens)  # fmt: skip
@@ -275,6 +284,7 @@ def vlm(
         collate=PadCollate(tokenizer.pad_token_id),
         batch_size=v.batch_size, epochs=v.epochs, lr=v.lr, warmup_steps=v.warmup_steps,
         weight_decay=0.0, evaluate=evaluate, save=save,
+        start=lambda out: write_json(out / ENCODER_FILE, shape),
         lr_scales={"lm": v.lr_scale_lm, "vision": v.lr_scale_vision},
         info={"encoder": v.encoder, "image_tokens": model.num_image_tokens,
               "grids": v.grids or cfg.data.config},

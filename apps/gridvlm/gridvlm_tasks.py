@@ -23,7 +23,8 @@ from mm_eval.grids import grid_accuracy, parse_answer
 
 MODEL_DIR = "model"
 TOKENIZER_DIR = "tokenizer"
-RUN_FILES = (MODEL_DIR, TOKENIZER_DIR)
+ENCODER_FILE = "encoder.json"  # the vision encoder a vlm run's projector was built for
+RUN_FILES = (MODEL_DIR, TOKENIZER_DIR, ENCODER_FILE)
 IGNORE = -100
 # the text tower of the vision stage's CLIP (a DistilBERT config, WordPiece vocabulary)
 CLIP_TEXT = {"dim": 128, "n_layers": 2, "n_heads": 4, "hidden_dim": 256}
@@ -91,10 +92,13 @@ def ensure_corpus(data: GridDataOptions, image_config: str | None = None) -> Cor
         source = make_source(data.source, data.source_root or None)
         text_root = root / f"text-{data.config}"
         image_root = root / f"image-{image_config}"
-        write_grid_dataset(text_root, grid_config(data.config), source, data.text_train,
-                           data.val, data.test, seed=data.seed, images=False, **_render(data))  # fmt: skip
-        write_grid_dataset(image_root, grid_config(image_config), source, data.image_train,
-                           data.val, data.test, seed=data.seed, images=True, **_render(data))  # fmt: skip
+        overrides = {"subset_size": data.subset_size} if data.subset_size else {}
+        write_grid_dataset(text_root, grid_config(data.config, **overrides), source,
+                           data.text_train, data.val, data.test, seed=data.seed, images=False,
+                           **_render(data))  # fmt: skip
+        write_grid_dataset(image_root, grid_config(image_config, **overrides), source,
+                           data.image_train, data.val, data.test, seed=data.seed, images=True,
+                           **_render(data))  # fmt: skip
     except (ValueError, FileNotFoundError, KeyError) as exc:
         fail(f"--data ({root}): {exc}")
     return Corpus(text_root, image_root, list(source.class_names))
@@ -321,6 +325,19 @@ def decode_accuracy(model, tokenizer, records, class_names, *, visual: torch.Ten
         for k, a in enumerate(asked[:5])
     ]
     return result
+
+
+def check_encoder(out: Path, shape: dict[str, Any]) -> None:
+    """On resume: exit 2 if the encoder differs from the one the run was built on."""
+    record = out / ENCODER_FILE
+    if not record.is_file():
+        return
+    saved = read_json(record)
+    if saved != shape:
+        fail(f"--resume {out}: this run's projector was built for the {saved['encoder']} encoder "
+             f"of width {saved['width']} ({saved['num_tokens']} tokens), but the vision stage now "
+             f"gives width {shape['width']} ({shape['num_tokens']} tokens): its checkpoints would "
+             f"not fit. Start again with --overwrite or another --tag")  # fmt: skip
 
 
 def write_json(path: Path, payload: dict[str, Any]) -> None:

@@ -67,12 +67,14 @@ def train(cfg: GridVLMConfig) -> dict[str, Any]:
     corpus = ensure_corpus(cfg.data, cfg.vlm.grids if cfg.stage == "vlm" else None)
     name = stage_name(cfg.stage, cfg.tag)
     stage_cfg = dataclasses.replace(cfg, out=str(root / name))
-    batch_size = getattr(cfg, cfg.stage).batch_size
-    out = start_run(stage_cfg, info, global_batch=batch_size * info.world_size, files=RUN_FILES)
-
     seed_everything(cfg.seed)  # the same initial weights on every rank
-    builder = getattr(stages, cfg.stage)
-    plan = builder(cfg, corpus, out, info.device, earlier)
+    # the stage's parts are built before anything is written: a sample too long for the
+    # context or a changed encoder stops here
+    plan = getattr(stages, cfg.stage)(cfg, corpus, root / name, info.device, earlier)
+    out = start_run(stage_cfg, info, global_batch=plan.batch_size * info.world_size,
+                    files=RUN_FILES)  # fmt: skip
+    if info.is_main:
+        plan.start(out)
     model = plan.model.to(info.device)
     loader = make_dataloader(
         plan.dataset, batch_size=plan.batch_size, shuffle=True, seed=cfg.seed, drop_last=True,
