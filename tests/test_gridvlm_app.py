@@ -118,7 +118,7 @@ def test_run_rules_hold_per_stage_directory(pipeline, data_root, capsys):
         _train(data_root, ["--stage", "pretrain", "--out", str(pipeline), "--resume",
                            "--pretrain.lr", "0.001"])  # fmt: skip
     assert info.value.code == 2
-    assert "--pretrain.lr: saved 0.002, now 0.001" in capsys.readouterr().err
+    assert "--pretrain.lr: saved 0.003, now 0.001" in capsys.readouterr().err
     with pytest.raises(SystemExit) as info:
         _train(data_root, ["--stage", "pretrain", "--out", str(pipeline), "--pretrain.lr", "-1"])
     assert info.value.code == 2 and "--pretrain.lr -1" in capsys.readouterr().err

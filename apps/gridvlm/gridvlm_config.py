@@ -49,11 +49,14 @@ class GridDataOptions:
 
 @dataclass
 class LMOptions:
-    """The language model: GPT-2 from a config, byte-level BPE trained on the corpus."""
+    """The language model (from a config), byte-level BPE trained on the corpus."""
 
-    n_layer: int = arg(4, "transformer blocks", ge=1)
-    n_embd: int = arg(128, "width", ge=8)
-    n_head: int = arg(4, "attention heads", ge=1)
+    family: Literal["gptj", "gpt2"] = arg(
+        "gptj", "gptj (rotary positions, the original's family) or gpt2 (learned positions)"
+    )
+    n_layer: int = arg(2, "transformer blocks", ge=1)
+    n_embd: int = arg(64, "width", ge=8)
+    n_head: int = arg(2, "attention heads", ge=1)
     vocab_size: int = arg(512, "BPE vocabulary size", ge=300)
     max_length: int = arg(256, "longest token sequence (context)", ge=16)
 
@@ -62,8 +65,8 @@ class LMOptions:
 class PretrainOptions:
     """Stage pretrain: next-token loss on every (non-padding) token of the text grids."""
 
-    lr: float = arg(2e-3, "AdamW peak learning rate", gt=0)
-    epochs: int = arg(2, "epochs over the text grids", ge=1, may_change=True)
+    lr: float = arg(3e-3, "AdamW peak learning rate", gt=0)
+    epochs: int = arg(4, "epochs over the text grids", ge=1, may_change=True)
     batch_size: int = arg(32, "sequences per step per process", ge=1)
     warmup_steps: int = arg(100, "linear warmup", ge=0)
     weight_decay: float = arg(0.05, "AdamW weight decay", ge=0)

@@ -111,7 +111,7 @@ def pretrain(
                                         cfg.lm.vocab_size)  # fmt: skip
     lm = build_lm(LMConfig.from_tokenizer(tokenizer, n_positions=cfg.lm.max_length,
                                           n_embd=cfg.lm.n_embd, n_layer=cfg.lm.n_layer,
-                                          n_head=cfg.lm.n_head))  # fmt: skip
+                                          n_head=cfg.lm.n_head, family=cfg.lm.family))  # fmt: skip
     p = cfg.pretrain
     return StagePlan(
         model=lm, step_fn=_lm_step,

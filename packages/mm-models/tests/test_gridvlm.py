@@ -70,8 +70,8 @@ def lm_config(tok):
     return LMConfig.from_tokenizer(tok, n_positions=160, n_embd=32, n_layer=2, n_head=2)
 
 
-def random_lm(lm_config, seed=0, std=0.3):
-    """A tiny GPT-2 with larger random weights, so greedy answers vary from token to token."""
+def random_lm(lm_config, seed=0, std=0.5):
+    """A tiny LM with larger random weights, so greedy answers vary from token to token."""
     torch.manual_seed(seed)
     lm = build_lm(lm_config)
     with torch.no_grad():
@@ -151,10 +151,19 @@ def test_tokenizer_rejects_bad_arguments(texts):
 
 
 def test_build_lm_from_config_and_validation(lm_config, tok):
-    from transformers import GPT2LMHeadModel
+    import dataclasses
+
+    from transformers import GPT2LMHeadModel, GPTJForCausalLM
 
     lm = build_lm(lm_config)
-    assert isinstance(lm, GPT2LMHeadModel)
+    assert isinstance(lm, GPTJForCausalLM)
+    assert lm.config.rotary_dim == 16  # the whole head (32 / 2)
+    gpt2 = build_lm(dataclasses.replace(lm_config, family="gpt2"))
+    assert isinstance(gpt2, GPT2LMHeadModel) and gpt2.config.n_positions == 160
+    with pytest.raises(ValueError, match="family must be one of"):
+        dataclasses.replace(lm_config, family="llama")
+    with pytest.raises(ValueError, match=r"rotary_dim \(18\) must be even and at most the head"):
+        dataclasses.replace(lm_config, rotary_dim=18)
     assert lm.config.vocab_size == len(tok)
     assert lm.config.eos_token_id == lm.config.pad_token_id == tok.eos_token_id
     assert lm.config.n_positions == 160 and lm.config.n_embd == 32

@@ -4,7 +4,7 @@ Everything is built from configs (nothing is downloaded):
 
 - `train_bpe_tokenizer(texts, vocab_size, out_dir=None)`: byte-level BPE, ``<|endoftext|>``
   (id 0) as bos/eos/pad;
-- `LMConfig`, `build_lm(cfg)`: a randomly initialised `GPT2LMHeadModel`;
+- `LMConfig`, `build_lm(cfg)`: a randomly initialised `GPTJForCausalLM` (or `GPT2LMHeadModel`);
 - vision encoders (``width``, ``num_tokens``, ``forward(x) -> [B, num_tokens, width]``):
   `TimmTokenEncoder` (timm forward_features as tokens; `TimmTokenEncoder.from_dual_encoder`
   for a CLIP image tower) and `OneHotCellEncoder` (one one-hot token per grid cell);
