@@ -30,6 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mm_models._weights import load_timm_weights
+
 if TYPE_CHECKING:
     from transformers import PretrainedConfig, PreTrainedTokenizerBase
 
@@ -102,34 +104,6 @@ def _close_timm_names(name: str, n: int = 5) -> list[str]:
     return list(dict.fromkeys(fuzzy + timm.list_models(f"*{name}*")[:n]))[:n]
 
 
-def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """Tensors of a checkpoint file: a state_dict, or a dict holding one under state_dict/model."""
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file  # a dependency of both timm and transformers
-
-        state = load_file(str(path), device="cpu")
-    else:
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as error:
-            raise ValueError(
-                f"image_weights {str(path)!r} is not a readable torch checkpoint: {error}"
-            ) from error
-    if isinstance(state, Mapping):
-        for key in ("state_dict", "model"):
-            if isinstance(state.get(key), Mapping):
-                state = state[key]
-                break
-    if not isinstance(state, Mapping) or not all(
-        isinstance(v, torch.Tensor) for v in state.values()
-    ):
-        raise ValueError(f"image_weights {str(path)!r} does not hold a state_dict of tensors")
-    prefix = "module."  # saved from a DistributedDataParallel wrapper
-    if state and all(key.startswith(prefix) for key in state):
-        state = {key[len(prefix) :]: value for key, value in state.items()}
-    return dict(state)
-
-
 def _load_image_weights(model: nn.Module, path_str: str, model_name: str) -> None:
     """Load a local timm checkpoint into model strictly, after dropping the classifier keys."""
     path = Path(path_str).expanduser()
@@ -137,35 +111,9 @@ def _load_image_weights(model: nn.Module, path_str: str, model_name: str) -> Non
         raise ValueError(f"image_weights file {path_str!r} does not exist")
     if not path.is_file():
         raise ValueError(f"image_weights {path_str!r} is not a file")
-    state = _read_state_dict(path)
-    own = model.state_dict()
-    classifier = getattr(model, "pretrained_cfg", {}).get("classifier") or ()
-    prefixes = tuple(
-        f"{c}." for c in ((classifier,) if isinstance(classifier, str) else classifier)
+    load_timm_weights(
+        model, path, f"image_weights {path_str!r} (timm model {model_name!r}, classifier dropped)"
     )
-    state = {k: v for k, v in state.items() if k in own or not k.startswith(prefixes)}
-    missing = sorted(own.keys() - state.keys())
-    unexpected = sorted(state.keys() - own.keys())
-    shapes = [
-        f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
-        for k in own.keys() & state.keys()
-        if state[k].shape != own[k].shape
-    ]
-    if missing or unexpected or shapes:
-        parts = [
-            f"{label} ({len(items)}): {', '.join(items[:5])}{', ...' if len(items) > 5 else ''}"
-            for label, items in (
-                ("missing keys", missing),
-                ("unexpected keys", unexpected),
-                ("shape mismatches", sorted(shapes)),
-            )
-            if items
-        ]
-        raise ValueError(
-            f"image_weights {path_str!r} do not match timm model {model_name!r} "
-            f"(classifier dropped): {'; '.join(parts)}"
-        )
-    model.load_state_dict(state, strict=True)
 
 
 def _build_image_encoder(

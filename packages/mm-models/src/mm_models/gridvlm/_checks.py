@@ -38,27 +38,3 @@ def read_state(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
         metadata = dict(handle.metadata() or {})
         state = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118
     return state, metadata
-
-
-def load_state_strict(module: nn.Module, state: dict[str, torch.Tensor], what: str) -> None:
-    """module.load_state_dict(state, strict=True), with a ValueError listing the mismatches."""
-    own = module.state_dict()
-    missing = sorted(own.keys() - state.keys())
-    unexpected = sorted(state.keys() - own.keys())
-    shapes = sorted(
-        f"{key}: checkpoint {tuple(state[key].shape)} vs model {tuple(own[key].shape)}"
-        for key in own.keys() & state.keys()
-        if state[key].shape != own[key].shape
-    )
-    if missing or unexpected or shapes:
-        parts = [
-            f"{label} ({len(items)}): {', '.join(items[:5])}{', ...' if len(items) > 5 else ''}"
-            for label, items in (
-                ("missing keys", missing),
-                ("unexpected keys", unexpected),
-                ("shape mismatches", shapes),
-            )
-            if items
-        ]
-        raise ValueError(f"{what} does not match the module: {'; '.join(parts)}")
-    module.load_state_dict(state, strict=True)

@@ -13,13 +13,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from mm_models.gridvlm._checks import (
-    check_bool,
-    check_int,
-    load_state_strict,
-    read_state,
-    save_state,
-)
+from mm_models._weights import load_state_strict
+from mm_models.gridvlm._checks import check_bool, check_int, read_state, save_state
 from mm_models.gridvlm.lm import LMConfig, build_lm
 from mm_models.gridvlm.vision import (
     DEFAULT_VIT,

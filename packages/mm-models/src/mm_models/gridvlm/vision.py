@@ -16,7 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mm_models.gridvlm._checks import check_int, load_state_strict
+from mm_models._weights import load_state_strict, load_timm_weights
+from mm_models.gridvlm._checks import check_int
 
 if TYPE_CHECKING:
     from mm_models.dual_encoder import DualEncoder
@@ -25,31 +26,6 @@ __all__ = ["DEFAULT_VIT", "PROJECTOR_KINDS", "OneHotCellEncoder", "Projector", "
 
 DEFAULT_VIT = "vit_tiny_patch16_224"  # shrink it with img_size, patch_size, depth, embed_dim
 PROJECTOR_KINDS = ("linear", "mlp")
-
-
-def _read_weights_file(path: Path) -> dict[str, torch.Tensor]:
-    """The tensors of a local .safetensors or torch checkpoint (a dict under state_dict/model ok)."""
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        state: Any = load_file(str(path), device="cpu")
-    else:
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as error:
-            raise ValueError(
-                f"pretrained_path {str(path)!r} is not a readable torch checkpoint: {error}"
-            ) from error
-    if isinstance(state, dict):
-        for key in ("state_dict", "model"):
-            if isinstance(state.get(key), dict):
-                state = state[key]
-                break
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(f"pretrained_path {str(path)!r} does not hold a state_dict of tensors")
-    if state and all(key.startswith("module.") for key in state):  # saved from DDP
-        state = {key[len("module.") :]: value for key, value in state.items()}
-    return state
 
 
 class TimmTokenEncoder(nn.Module):
@@ -124,16 +100,7 @@ class TimmTokenEncoder(nn.Module):
     def _load(self, path: Path, shown: str) -> None:
         if not path.is_file():
             raise ValueError(f"pretrained_path {shown!r} does not exist or is not a file")
-        state = _read_weights_file(path)
-        own = self.model.state_dict()
-        classifier = getattr(self.model, "pretrained_cfg", {}).get("classifier") or ()
-        heads = tuple(
-            f"{c}." for c in ((classifier,) if isinstance(classifier, str) else classifier)
-        )
-        state = {k: v for k, v in state.items() if k in own or not k.startswith(heads)}
-        load_state_strict(
-            self.model, state, f"pretrained_path {shown!r} (timm {self.model_name!r})"
-        )
+        load_timm_weights(self.model, path, f"pretrained_path {shown!r} (timm {self.model_name!r})")
 
     def _tokens(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int] | None]:
         features = self.model.forward_features(pixel_values)
