@@ -97,7 +97,7 @@ class VisionOptions:
     heads: int = arg(4, "ViT attention heads", ge=1)
     embed_dim: int = arg(128, "joint embedding dimension", ge=8)
     tau: float = arg(0.05, "CLIP temperature", gt=0)
-    lr: float = arg(1e-3, "AdamW peak learning rate", gt=0)
+    lr: float = arg(3e-4, "AdamW peak learning rate (1e-3 collapsed here)", gt=0)
     epochs: int = arg(6, "epochs over the image grids", ge=1, may_change=True)
     batch_size: int = arg(64, "pairs per step per process", ge=2)
     warmup_steps: int = arg(50, "linear warmup", ge=0)
@@ -114,11 +114,13 @@ class VLMOptions:
     )
     projector: Literal["linear", "mlp"] = arg("linear", "projector from encoder to LM width")
     lr: float = arg(5e-3, "projector learning rate (the base rate)", gt=0)
-    lr_scale_lm: float = arg(2e-3, "LM learning rate = lr x this", ge=0)
+    lr_scale_lm: float = arg(
+        0.5, "LM learning rate = lr x this (the original: 2e-3, at 100k grids x 5 epochs)", ge=0
+    )
     lr_scale_vision: float = arg(0.0, "vision learning rate = lr x this", ge=0)
     freeze_lm: bool = arg(False, "keep the language model fixed")
     freeze_vision: bool = arg(True, "keep the vision encoder fixed")
-    epochs: int = arg(3, "epochs over the image grids", ge=1, may_change=True)
+    epochs: int = arg(6, "epochs over the image grids", ge=1, may_change=True)
     batch_size: int = arg(32, "sequences per step per process", ge=1)
     warmup_steps: int = arg(25, "linear warmup", ge=0)
     grids: str = arg(
