@@ -86,7 +86,9 @@ def setup(args):
         lr=cfg.lr,
         weight_decay=cfg.weight_decay,
     )
-    scheduler = build_scheduler(optimizer, "cosine", total=args.steps, warmup=20, warmup_lr=1e-5)
+    scheduler = build_scheduler(
+        optimizer, "cosine", total=args.steps, warmup=min(20, args.steps), warmup_lr=1e-5
+    )
     loader = make_dataloader(
         dataset, batch_size=cfg.batch_size, seed=0, drop_last=True, num_workers=cfg.workers,
         collate_fn=Collate(tokenizer, cfg.max_tokens),
