@@ -151,6 +151,11 @@ class _ImageFiles(Dataset):
         self.max_words = max_words
         self.check_files = check_files
         self.images: list[str] = []  # image path relative to image_root, per entry
+        self._read()
+
+    def _read(self) -> None:
+        """Read and validate every annotation file (each data set fills its own lists)."""
+        raise NotImplementedError
 
     def _entries(self) -> Iterator[tuple[_Validator, int, dict[str, Any], str]]:
         """(validator, entry number, entry, checked image path) of every annotation entry."""
@@ -172,16 +177,7 @@ class _ImageFiles(Dataset):
 class ImageCaptionDataset(_ImageFiles):
     """Training pairs: item k -> dict(image, caption, image_index, index=k)."""
 
-    def __init__(
-        self,
-        ann_file: PathLike | Sequence[PathLike],
-        image_root: PathLike,
-        transform: Transform | None = None,
-        max_words: int = 30,
-        *,
-        check_files: bool = True,
-    ):
-        super().__init__(ann_file, image_root, transform, max_words, check_files=check_files)
+    def _read(self) -> None:
         self.annotations: list[dict[str, Any]] = []  # the validated JSON entries, as read
         self.captions: list[str] = []  # preprocessed caption, per entry
         self.image_indices: list[int] = []  # contiguous image index, per entry
@@ -219,16 +215,7 @@ class ImageCaptionDataset(_ImageFiles):
 class RetrievalEvalDataset(_ImageFiles):
     """COCO-style retrieval set: item i -> (image, i), as ALBEF's; the texts are attributes."""
 
-    def __init__(
-        self,
-        ann_file: PathLike | Sequence[PathLike],
-        image_root: PathLike,
-        transform: Transform | None = None,
-        max_words: int = 30,
-        *,
-        check_files: bool = True,
-    ):
-        super().__init__(ann_file, image_root, transform, max_words, check_files=check_files)
+    def _read(self) -> None:
         self.texts: list[str] = []  # every caption, preprocessed, image by image
         self.image_to_texts: list[list[int]] = []  # indices into texts, per image
         text_to_image: list[int] = []
