@@ -47,7 +47,7 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
         MODEL_DIR,
         TOKENIZER_DIR,
         decode_accuracy,
-        eval_corpus,
+        ensure_corpus,
         eval_records,
         fail,
         load_tokenizer,
@@ -65,7 +65,7 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     run = Path(cfg.run)
     sft = require_finished(run, "sft", "eval")
     train_cfg = load_config(GridVLMConfig, sft / "config.json")
-    corpus = eval_corpus(train_cfg.data)
+    corpus = ensure_corpus(train_cfg.data)
     device = resolve_device(cfg.device)
     text_set = GridDataset(corpus.text_root, cfg.split)
     text_records = eval_records(text_set, cfg.grids)
@@ -92,7 +92,7 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
         stage_cfg = load_config(GridVLMConfig, stage / "config.json")
         suffix = "" if stage.name == "vlm" else "_" + stage.name.removeprefix("vlm-")
         model = GridVLM.from_pretrained(stage / MODEL_DIR).to(device)
-        visual = visual_inputs(stage_cfg, image_set)[[r["index"] for r in image_records]]
+        visual = visual_inputs(stage_cfg, image_set.root, image_records)
         image = score(model, tokenizer, image_records, visual)
         own_text = score(model.lm, tokenizer, text_records)
         summary.update({

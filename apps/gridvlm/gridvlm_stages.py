@@ -30,15 +30,16 @@ from gridvlm_tasks import (
     clip_text_batch,
     decode_accuracy,
     eval_records,
+    first_per_grid,
     image_tensor,
     load_tokenizer,
     tokenized,
     vision_model_config,
-    write_json,
 )
 from torch import nn
 
-from mm_data.grids import GridDataset
+from mm_data.grids import GridDataset, grid_config
+from mm_train import atomic_write_json
 
 
 @dataclass
@@ -173,13 +174,12 @@ def vision(
                                             vocab_size=400)  # fmt: skip
     model = DualEncoder(vision_model_config(cfg, len(tokenizer)), tokenizer=tokenizer)
     loss = mm_losses.build("clip", tau=cfg.vision.tau)
-    grids = _distinct(train.records)
-    dataset = _PairedGrids(image_tensor(train)[grids],
-                           clip_text_batch(tokenizer, [train.records[i]["rows_text"] for i in grids]))  # fmt: skip
-    val = GridDataset(corpus.image_root, "val")
-    val_grids = _distinct(val.records)
-    val_images = image_tensor(val)[val_grids]
-    val_text = clip_text_batch(tokenizer, [val.records[i]["rows_text"] for i in val_grids])
+    grids = first_per_grid(train.records)
+    dataset = _PairedGrids(image_tensor(train.root, grids),
+                           clip_text_batch(tokenizer, [r["rows_text"] for r in grids]))  # fmt: skip
+    val = first_per_grid(GridDataset(corpus.image_root, "val").records)
+    val_images = image_tensor(corpus.image_root, val)
+    val_text = clip_text_batch(tokenizer, [r["rows_text"] for r in val])
 
     def step_fn(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         image, text = model(batch["images"], batch["input_ids"], batch["attention_mask"])
@@ -190,7 +190,7 @@ def vision(
         image = model.encode_image(val_images.to(device))
         text = model.encode_text(val_text["input_ids"].to(device),
                                  val_text["attention_mask"].to(device))  # fmt: skip
-        found = retrieval_metrics(image.cpu(), text.cpu(), torch.arange(len(val_grids)))
+        found = retrieval_metrics(image.cpu(), text.cpu(), torch.arange(len(val)))
         return {k: found[k] for k in ("r_mean", "txt_r1", "img_r1")}
 
     def save(model: nn.Module, out: Path) -> None:
@@ -206,14 +206,6 @@ def vision(
     )  # fmt: skip
 
 
-def _distinct(records: list[dict[str, Any]]) -> list[int]:
-    """Index of the first record of every grid (one picture per grid)."""
-    seen: dict[int, int] = {}
-    for i, record in enumerate(records):
-        seen.setdefault(record["grid_index"], i)
-    return list(seen.values())
-
-
 def build_vlm(cfg: GridVLMConfig, corpus: Corpus, earlier: dict[str, Path]):
     """The GridVLM of the config: the SFT LM and the vision stage's ViT (or one-hot cells)."""
     from transformers import AutoModelForCausalLM
@@ -225,7 +217,8 @@ def build_vlm(cfg: GridVLMConfig, corpus: Corpus, earlier: dict[str, Path]):
     v = cfg.vlm
     freeze = {"freeze_lm": v.freeze_lm, "freeze_vision": v.freeze_vision}
     if v.encoder == "onehot":
-        rows, cols = _grid_shape(corpus)
+        grid = grid_config(cfg.vlm.grids or cfg.data.config)
+        rows, cols = grid.rows, grid.cols
         encoder = OneHotCellEncoder(len(corpus.class_names), rows, cols)
         config = VLMConfig(encoder="onehot", encoder_kwargs={"num_classes": len(corpus.class_names),
                            "rows": rows, "cols": cols}, projector=v.projector, **freeze)  # fmt: skip
@@ -237,14 +230,9 @@ def build_vlm(cfg: GridVLMConfig, corpus: Corpus, earlier: dict[str, Path]):
     return GridVLM(config, lm, encoder)
 
 
-def _grid_shape(corpus: Corpus) -> tuple[int, int]:
-    first = GridDataset(corpus.image_root, "val").records[0]
-    return int(first["rows"]), int(first["cols"])
-
-
-def visual_inputs(cfg: GridVLMConfig, dataset: GridDataset) -> torch.Tensor:
-    """What the VLM's encoder reads for every record: pixels, or the true cell classes."""
-    return cell_ids(dataset.records) if cfg.vlm.encoder == "onehot" else image_tensor(dataset)
+def visual_inputs(cfg: GridVLMConfig, root: Path, records: list[dict[str, Any]]) -> torch.Tensor:
+    """What the VLM's encoder reads for each record: pixels, or the true cell classes."""
+    return cell_ids(records) if cfg.vlm.encoder == "onehot" else image_tensor(root, records)
 
 
 def vlm(
@@ -260,10 +248,8 @@ def vlm(
     train = GridDataset(corpus.image_root, "train")
     encoded = tokenized(tokenizer, train.records, "answers", model.lm.config.n_positions,
                         reserved=model.num_image_tokens)  # fmt: skip
-    val_corpus_root = Path(cfg.data.root) / f"image-{cfg.data.config}"
-    val = GridDataset(val_corpus_root, "val")
-    val_records = eval_records(val, cfg.eval_grids)
-    val_visual = visual_inputs(cfg, val)[[r["index"] for r in val_records]]
+    val_records = eval_records(GridDataset(corpus.eval_image_root, "val"), cfg.eval_grids)
+    val_visual = visual_inputs(cfg, corpus.eval_image_root, val_records)
     text_records = eval_records(GridDataset(corpus.text_root, "val"), cfg.eval_grids)
 
     def evaluate(model: nn.Module) -> dict[str, float]:
@@ -280,11 +266,11 @@ def vlm(
     v = cfg.vlm
     return StagePlan(
         model=model, step_fn=_vlm_step,
-        dataset=TokenizedGrids(encoded, visual_inputs(cfg, train)),
+        dataset=TokenizedGrids(encoded, visual_inputs(cfg, train.root, train.records)),
         collate=PadCollate(tokenizer.pad_token_id),
         batch_size=v.batch_size, epochs=v.epochs, lr=v.lr, warmup_steps=v.warmup_steps,
         weight_decay=0.0, evaluate=evaluate, save=save,
-        start=lambda out: write_json(out / ENCODER_FILE, shape),
+        start=lambda out: atomic_write_json(out / ENCODER_FILE, shape),
         lr_scales={"lm": v.lr_scale_lm, "vision": v.lr_scale_vision},
         info={"encoder": v.encoder, "image_tokens": model.num_image_tokens,
               "grids": v.grids or cfg.data.config},

@@ -18,7 +18,14 @@ import numpy as np
 import torch
 from gridvlm_config import NEEDS, GridDataOptions, GridVLMConfig
 
-from mm_data.grids import GridDataset, grid_config, make_source, question_text, write_grid_dataset
+from mm_data.grids import (
+    Grid,
+    GridDataset,
+    grid_config,
+    make_source,
+    question_text,
+    write_grid_dataset,
+)
 from mm_eval.grids import grid_accuracy, parse_answer
 
 MODEL_DIR = "model"
@@ -72,10 +79,12 @@ def needed_stages(cfg: GridVLMConfig) -> tuple[str, ...]:
 
 @dataclass
 class Corpus:
-    """The text and image grid data sets of one configuration."""
+    """The text grids of --data.config, the image grids a stage trains on, and the image
+    grids of --data.config (validation; the same as image_root unless --vlm.grids differs)."""
 
     text_root: Path
     image_root: Path
+    eval_image_root: Path
     class_names: list[str]
 
 
@@ -84,29 +93,24 @@ def _render(data: GridDataOptions) -> dict[str, int]:
 
 
 def ensure_corpus(data: GridDataOptions, image_config: str | None = None) -> Corpus:
-    """Write (first use) or check the corpus: text grids of --data.config, image grids of
-    ``image_config`` (default the same config); exit 2 on a bad or mismatched corpus."""
+    """Write (first use) or check the corpus: text and image grids of --data.config, and
+    image grids of ``image_config`` when it differs; exit 2 on a bad or mismatched corpus."""
     image_config = image_config or data.config
     root = Path(data.root)
     try:
         source = make_source(data.source, data.source_root or None)
-        text_root = root / f"text-{data.config}"
-        image_root = root / f"image-{image_config}"
         overrides = {"subset_size": data.subset_size} if data.subset_size else {}
-        write_grid_dataset(text_root, grid_config(data.config, **overrides), source,
-                           data.text_train, data.val, data.test, seed=data.seed, images=False,
-                           **_render(data))  # fmt: skip
-        write_grid_dataset(image_root, grid_config(image_config, **overrides), source,
-                           data.image_train, data.val, data.test, seed=data.seed, images=True,
-                           **_render(data))  # fmt: skip
+        write_grid_dataset(root / f"text-{data.config}", grid_config(data.config, **overrides),
+                           source, data.text_train, data.val, data.test, seed=data.seed,
+                           images=False, **_render(data))  # fmt: skip
+        for name in dict.fromkeys((data.config, image_config)):
+            write_grid_dataset(root / f"image-{name}", grid_config(name, **overrides), source,
+                               data.image_train, data.val, data.test, seed=data.seed,
+                               images=True, **_render(data))  # fmt: skip
     except (ValueError, FileNotFoundError, KeyError) as exc:
         fail(f"--data ({root}): {exc}")
-    return Corpus(text_root, image_root, list(source.class_names))
-
-
-def eval_corpus(data: GridDataOptions) -> Corpus:
-    """The corpus of --data.config in both forms (validation grids for decoding)."""
-    return ensure_corpus(data, data.config)
+    return Corpus(root / f"text-{data.config}", root / f"image-{image_config}",
+                  root / f"image-{data.config}", list(source.class_names))  # fmt: skip
 
 
 # ------------------------------------------------------------------------- tokens, masks
@@ -192,16 +196,17 @@ def tokenized(tokenizer, records: Sequence[dict[str, Any]], loss_on: str, max_le
     return encoded
 
 
-def image_tensor(dataset: GridDataset) -> torch.Tensor:
-    """Every grid picture of a split as float [N, 3, H, W], normalised ((x - 0.5) / 0.5)."""
+def image_tensor(root: Path, records: Sequence[dict[str, Any]]) -> torch.Tensor:
+    """The grid picture of each record (under the data set's ``root``) as float
+    [N, 3, H, W], normalised ((x - 0.5) / 0.5); a picture shared by records is read once."""
+    from PIL import Image
+
     cache: dict[str, torch.Tensor] = {}
     out = []
-    for record in dataset.records:
+    for record in records:
         name = record["image_file"]
         if name not in cache:
-            from PIL import Image
-
-            with Image.open(dataset.root / name) as image:
+            with Image.open(root / name) as image:
                 array = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
             cache[name] = torch.from_numpy(array).permute(2, 0, 1)
         out.append(cache[name])
@@ -248,16 +253,17 @@ def clip_text_batch(tokenizer, texts: Sequence[str]) -> dict[str, torch.Tensor]:
 # ------------------------------------------------------------------------------ decoding
 
 
+def first_per_grid(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The first record of every grid, in order (one picture per grid)."""
+    seen: dict[int, dict[str, Any]] = {}
+    for record in records:
+        seen.setdefault(record["grid_index"], record)
+    return list(seen.values())
+
+
 def eval_records(dataset: GridDataset, grids: int) -> list[dict[str, Any]]:
     """The first ``grids`` distinct grids of a split (one record each)."""
-    seen, out = set(), []
-    for record in dataset.records:
-        if record["grid_index"] not in seen:
-            seen.add(record["grid_index"])
-            out.append(record)
-        if len(out) == grids:
-            break
-    return out
+    return first_per_grid(dataset.records)[:grids]
 
 
 def cell_prompts(tokenizer, records, class_names) -> tuple[list[list[int]], list[dict[str, Any]]]:
@@ -265,7 +271,7 @@ def cell_prompts(tokenizer, records, class_names) -> tuple[list[list[int]], list
     prompts, asked = [], []
     for k, record in enumerate(records):
         base = tokenizer.encode(record["prompt_text"], add_special_tokens=False)
-        cells = record.get("answer_cells") or record["cells"]
+        cells = Grid.from_dict(record).answer_cells  # the truth, or the text's (mismatch)
         objects = {class_names[c] for c in record["cells"]}
         for r in range(record["rows"]):
             for c in range(record["cols"]):
@@ -332,19 +338,9 @@ def check_encoder(out: Path, shape: dict[str, Any]) -> None:
     record = out / ENCODER_FILE
     if not record.is_file():
         return
-    saved = read_json(record)
+    saved = json.loads(record.read_text(encoding="utf-8"))
     if saved != shape:
         fail(f"--resume {out}: this run's projector was built for the {saved['encoder']} encoder "
              f"of width {saved['width']} ({saved['num_tokens']} tokens), but the vision stage now "
              f"gives width {shape['width']} ({shape['num_tokens']} tokens): its checkpoints would "
              f"not fit. Start again with --overwrite or another --tag")  # fmt: skip
-
-
-def write_json(path: Path, payload: dict[str, Any]) -> None:
-    from mm_train import atomic_write_json
-
-    atomic_write_json(path, payload)
-
-
-def read_json(path: Path) -> dict[str, Any]:
-    return json.loads(Path(path).read_text(encoding="utf-8"))

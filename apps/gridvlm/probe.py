@@ -62,7 +62,7 @@ def probe(cfg: ProbeConfig) -> dict[str, Any]:
     import torch
     from gridvlm_config import GridVLMConfig
     from gridvlm_stages import visual_inputs
-    from gridvlm_tasks import MODEL_DIR, eval_corpus, eval_records, fail
+    from gridvlm_tasks import MODEL_DIR, ensure_corpus, eval_records, fail
 
     from mm_data.grids import GridDataset
     from mm_eval.grids import cell_token_blocks, position_probes
@@ -73,7 +73,7 @@ def probe(cfg: ProbeConfig) -> dict[str, Any]:
         torch.set_num_threads(cfg.threads)
     stage = Path(cfg.run) / cfg.stage
     train_cfg = load_config(GridVLMConfig, stage / "config.json")
-    corpus = eval_corpus(train_cfg.data)
+    corpus = ensure_corpus(train_cfg.data)
     device = resolve_device(cfg.device)
     model = GridVLM.from_pretrained(stage / MODEL_DIR).to(device).eval()
 
@@ -83,7 +83,7 @@ def probe(cfg: ProbeConfig) -> dict[str, Any]:
         records = eval_records(dataset, grids)
         if len(records) < grids:
             fail(f"the {split} split has {len(records)} grids, fewer than asked ({grids})")
-        visual = visual_inputs(train_cfg, dataset)[[r["index"] for r in records]]
+        visual = visual_inputs(train_cfg, dataset.root, records)
         rows, cols = records[0]["rows"], records[0]["cols"]
         blocks = cell_token_blocks(model.num_image_tokens, rows, cols)
         encoder, projected = [], []

@@ -71,8 +71,7 @@ def grid_accuracy(
             raise ValueError(f"positions[{k}] = {(r, c)} is outside a {rows} x {cols} grid")
         count[r, c] += 1
         correct[r, c] += predictions[k] == targets[k]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        per_position = np.where(count > 0, correct / np.maximum(count, 1), np.nan)
+    per_position = np.where(count > 0, correct / np.maximum(count, 1), np.nan)
     out: dict[str, object] = {
         "accuracy": float(correct.sum() / n),
         "per_position": per_position.tolist(),
