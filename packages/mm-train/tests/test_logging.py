@@ -3,6 +3,7 @@
 import io
 import json
 import math
+import time
 from pathlib import Path
 
 import numpy as np
@@ -271,7 +272,13 @@ def test_wandb_logger_runs_offline_and_records_the_metrics(tmp_path, monkeypatch
         logger.log(1, {"loss": 0.123456789})
     runs = list((tmp_path / "wandb").glob("offline-run-*/run-*.wandb"))
     assert len(runs) == 1  # offline: no network, a local run file
+    # wandb's service process writes the run file after finish() returns; on a loaded
+    # machine (CI) the records can land a moment later, so wait for them (up to 60 s).
+    deadline = time.monotonic() + 60.0
     data = runs[0].read_bytes()
+    while not (b"loss" in data and b"0.123456789" in data) and time.monotonic() < deadline:
+        time.sleep(0.2)
+        data = runs[0].read_bytes()
     assert b"loss" in data and b"0.123456789" in data
     run_id = (tmp_path / "wandb" / "run_id").read_text().strip()
     assert run_id in runs[0].name
