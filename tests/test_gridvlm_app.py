@@ -172,7 +172,11 @@ def test_bad_grids_and_sources_exit_2_naming_the_value(tmp_path, capsys):
     with pytest.raises(SystemExit) as info:
         _train(root, ["--out", str(tmp_path / "c"), "--data.canvas-px", "50"])
     assert info.value.code == 2 and "--vision.patch-px 9" in capsys.readouterr().err
-    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+    with pytest.raises(SystemExit) as info:
+        _train(root, ["--out", str(tmp_path / "d"), "--stage", "vlm", "--vlm.onehot-positions"])
+    assert info.value.code == 2 and "--vlm.encoder onehot" in capsys.readouterr().err
+    for name in "abd":
+        assert not (tmp_path / name).exists()
 
 
 def test_a_resumed_vlm_refuses_a_vision_stage_of_another_width(pipeline, tmp_path, data_root,

@@ -112,6 +112,11 @@ class VLMOptions:
         "clip: the vision stage's ViT tokens; onehot: one token per cell holding its class "
         "(the vision-token ablation)",
     )
+    onehot_positions: bool = arg(
+        False,
+        "onehot: append each cell's position one-hot to its token (class + where, as a ViT "
+        "token carries)",
+    )
     projector: Literal["linear", "mlp"] = arg("linear", "projector from encoder to LM width")
     lr: float = arg(5e-3, "projector learning rate (the base rate)", gt=0)
     lr_scale_lm: float = arg(
@@ -165,6 +170,11 @@ class GridVLMConfig(RunOptions):
             raise ValueError(
                 f"--vision.width {self.vision.width} is not a multiple of --vision.heads "
                 f"{self.vision.heads}"
+            )
+        if self.vlm.onehot_positions and self.vlm.encoder != "onehot":
+            raise ValueError(
+                f"{flag('vlm.onehot_positions')} needs {flag('vlm.encoder')} onehot, "
+                f"got {self.vlm.encoder}"
             )
         if d.canvas_px % self.vision.patch_px:
             raise ValueError(

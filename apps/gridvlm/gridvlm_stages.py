@@ -219,9 +219,8 @@ def build_vlm(cfg: GridVLMConfig, corpus: Corpus, earlier: dict[str, Path]):
     if v.encoder == "onehot":
         grid = grid_config(cfg.vlm.grids or cfg.data.config)
         rows, cols = grid.rows, grid.cols
-        encoder = OneHotCellEncoder(len(corpus.class_names), rows, cols)
-        config = VLMConfig(encoder="onehot", encoder_kwargs={"num_classes": len(corpus.class_names),
-                           "rows": rows, "cols": cols}, projector=v.projector, **freeze)  # fmt: skip
+        encoder = OneHotCellEncoder(len(corpus.class_names), rows, cols, v.onehot_positions)
+        config = VLMConfig(**encoder.config_fields(), projector=v.projector, **freeze)
     else:
         encoder = TimmTokenEncoder.from_dual_encoder(
             DualEncoder.from_pretrained(str(earlier["vision"] / MODEL_DIR))

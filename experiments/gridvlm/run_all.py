@@ -8,6 +8,7 @@ pretrain, sft and vision once, then the VLM variants (each its own stage directo
 
     vlm                the vision stage's ViT tokens, v3 grids (9 Q/A per image)
     vlm-onehot         one token per cell holding its one-hot class (the vision-token ablation)
+    vlm-onehot_pos     the same with the cell's position one-hot appended to each token
     vlm-qa3            3 Q/A per image, N images            } #images vs #QA per image: same
     vlm-images_third   3 x 3 disjoint Q/A per image, N/3    } number of samples and Q/A
     vlm-single         one Q/A per sample, the grid repeated (vs multi-instruction = vlm)
@@ -34,6 +35,7 @@ APP = ROOT / "apps" / "gridvlm"
 VARIANTS = {
     "": [],
     "onehot": ["--vlm.encoder", "onehot"],
+    "onehot_pos": ["--vlm.encoder", "onehot", "--vlm.onehot-positions"],
     "qa3": ["--vlm.grids", "qa3"],
     "images_third": ["--vlm.grids", "images_third"],
     "single": ["--vlm.grids", "single_instruction"],
@@ -43,6 +45,7 @@ ACCURACIES = [
     ("LM, text", "text_accuracy"),
     ("VLM (ViT), image", "image_accuracy"),
     ("VLM (one-hot cells)", "image_accuracy_onehot"),
+    ("VLM (one-hot cells + position)", "image_accuracy_onehot_pos"),
     ("VLM, 3 Q/A x N images", "image_accuracy_qa3"),
     ("VLM, 9 Q/A x N/3 images", "image_accuracy_images_third"),
     ("VLM, single-instruction", "image_accuracy_single"),

@@ -18,6 +18,7 @@ from mm_models.gridvlm import (
     TimmTokenEncoder,
     VLMConfig,
     build_lm,
+    build_vision_encoder,
     train_bpe_tokenizer,
 )
 
@@ -190,6 +191,24 @@ def test_onehot_cell_encoder_is_exact():
         encoder(torch.tensor([[0, 1, 2, 3, 4, 0]]))
     with pytest.raises(ValueError, match=r"\[batch, 6\]"):
         encoder(torch.zeros(2, 5, dtype=torch.long))
+
+
+def test_onehot_cell_encoder_with_positions_appends_the_cell_index():
+    encoder = OneHotCellEncoder(num_classes=4, rows=2, cols=3, positions=True)
+    assert (encoder.width, encoder.num_tokens) == (4 + 6, 6)
+    cells = torch.tensor([[0, 1, 2, 3, 3, 0], [2, 2, 1, 0, 1, 3]])
+    tokens = encoder(cells)
+    assert tokens.shape == (2, 6, 10)
+    for b in range(2):
+        for k in range(6):  # token k: class one-hot, then position one-hot (row-major)
+            expected = [0.0] * 10
+            expected[int(cells[b, k])] = 1.0
+            expected[4 + k] = 1.0
+            assert tokens[b, k].tolist() == expected
+    rebuilt = build_vision_encoder(VLMConfig(**encoder.config_fields()))
+    assert rebuilt.positions and torch.equal(rebuilt(cells), tokens)
+    with pytest.raises(ValueError, match="positions must be a bool"):
+        OneHotCellEncoder(num_classes=4, rows=2, cols=3, positions="yes")
 
 
 def test_timm_vit_tokens_drop_the_cls_token():

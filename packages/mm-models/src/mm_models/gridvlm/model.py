@@ -47,7 +47,7 @@ class VLMConfig:
 
     ``encoder``: "timm" (`TimmTokenEncoder(encoder_name, **encoder_kwargs)`; encoder_kwargs
     must hold ``image_size`` and may hold timm options and ``pretrained_path``), "onehot"
-    (`OneHotCellEncoder(**encoder_kwargs)`: ``num_classes``, ``rows``, ``cols``) or "custom"
+    (`OneHotCellEncoder(**encoder_kwargs)`: ``num_classes``, ``rows``, ``cols``, ``positions``) or "custom"
     (a module passed as ``vision=``, also to `GridVLM.from_pretrained`). Encoders give their
     own fields with ``encoder.config_fields()``. ``freeze_*`` turn off ``requires_grad`` of
     that component (its train/eval mode is left alone).
@@ -95,7 +95,8 @@ def build_vision_encoder(config: VLMConfig) -> nn.Module:
             return OneHotCellEncoder(**kwargs)
         except TypeError:
             raise ValueError(
-                "encoder='onehot' needs encoder_kwargs with exactly num_classes, rows and cols, "
+                "encoder='onehot' needs encoder_kwargs with num_classes, rows, cols and "
+                "optionally positions, "
                 f"got {kwargs}"
             ) from None
     raise ValueError("encoder='custom' cannot be built from the config: pass vision=<module>")

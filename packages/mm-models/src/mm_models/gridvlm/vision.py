@@ -169,15 +169,22 @@ class OneHotCellEncoder(nn.Module):
     ``forward(cell_ids)``: long ``[B, rows*cols]`` (row-major) or ``[B, rows, cols]``, values in
     ``0..num_classes-1`` -> float ``[B, rows*cols, num_classes]``. No parameters: the
     projector (``num_classes -> n_embd``) is what learns.
+
+    ``positions=True`` appends the one-hot code of the cell's position (row-major index), so
+    a token is ``[B, rows*cols, num_classes + rows*cols]``: the class and where it is, the
+    two things a ViT token over the cell carries (its content and its position embedding).
     """
 
-    def __init__(self, num_classes: int, rows: int, cols: int) -> None:
+    def __init__(self, num_classes: int, rows: int, cols: int, positions: bool = False) -> None:
         super().__init__()
         check_int("num_classes", num_classes)
         check_int("rows", rows)
         check_int("cols", cols)
+        if not isinstance(positions, bool):
+            raise ValueError(f"positions must be a bool, got {positions!r}")
         self.num_classes, self.rows, self.cols = num_classes, rows, cols
-        self.width = num_classes
+        self.positions = positions
+        self.width = num_classes + (rows * cols if positions else 0)
         self.num_tokens = rows * cols
         self.grid_size = (rows, cols)
 
@@ -201,7 +208,11 @@ class OneHotCellEncoder(nn.Module):
                 f"cell_ids must be in [0, {self.num_classes}) (num_classes), got "
                 f"[{int(cell_ids.min())}, {int(cell_ids.max())}]"
             )
-        return F.one_hot(cell_ids.long(), self.num_classes).float()
+        tokens = F.one_hot(cell_ids.long(), self.num_classes).float()
+        if self.positions:
+            where = torch.eye(self.num_tokens, device=tokens.device).expand(len(tokens), -1, -1)
+            tokens = torch.cat([tokens, where], dim=-1)
+        return tokens
 
     def config_fields(self) -> dict[str, Any]:
         """VLMConfig fields that rebuild this encoder."""
@@ -211,6 +222,7 @@ class OneHotCellEncoder(nn.Module):
                 "num_classes": self.num_classes,
                 "rows": self.rows,
                 "cols": self.cols,
+                "positions": self.positions,
             },
         }
 
