@@ -38,17 +38,27 @@ TINY["sogclr"] = [  # --data.root is added by the sogclr_corpus fixture
     "--embed-dim", "32", "--vocab-size", "200", "--batch-size", "16", "--workers", "0",
     "--threads", "1", "--device", "cpu", "--log-every", "2", "--epochs", "1", "--tau", "0.01",
 ]  # fmt: skip
+TINY["alignment"] = [
+    "--n-samples", "200", "--batch-size", "32", "--epochs-x1", "1", "--epochs-x2", "2",
+    "--uniqueness", "0", "4", "8", "--dphi", "1", "--depths", "1", "2", "3", "--seeds", "0",
+    "--align-samples", "16", "--topk", "5", "--threads", "1", "--device", "cpu",
+    "--log-every", "2", "--checkpoint-every", "4",
+]  # fmt: skip
+# the training script of each app (train.py unless named here)
+SCRIPT = {"alignment": "emergence"}
 # a field of each app that changes the experiment, and a valid other value
 EXPERIMENT_FIELD = {
     "ghm": ("--p", "0.2", "0.35"),
     "identifiability": ("--tau", "1.0", "0.5"),
     "sogclr": ("--tau", "0.01", "0.02"),
+    "alignment": ("--lr", "0.01", "0.02"),
 }
 # how each app extends its run on resume: (flag, old value, new value, logged train steps)
 EXTEND = {
     "ghm": ("--steps", 4, 6, [2, 4, 6]),
     "identifiability": ("--steps", 4, 6, [2, 4, 6]),
     "sogclr": ("--epochs", 1, 2, [2, 4, 6, 8]),
+    "alignment": ("--epochs-x2", 2, 3, [2, 4, 6, 8, 10, 12, 14, 15]),
 }
 APPS = sorted(TINY)
 
@@ -67,7 +77,7 @@ def sogclr_corpus(tmp_path_factory):
 
 
 def _train(app: str, args: list[str]):
-    return load_app_script(app, "train").main([*TINY[app], *args])
+    return load_app_script(app, SCRIPT.get(app, "train")).main([*TINY[app], *args])
 
 
 def _snapshot(out: Path) -> dict[str, bytes]:
@@ -142,7 +152,7 @@ def test_resume_may_extend_the_run_and_is_recorded(finished, tmp_path):
 def test_overwrite_starts_again_and_config_reruns_a_saved_config(finished, tmp_path):
     app, out = finished
     again = tmp_path / "again"
-    base = load_app_script(app, "train").main(
+    base = load_app_script(app, SCRIPT.get(app, "train")).main(
         ["--config", str(out / "config.json"), "--out", str(again)]
     )
     assert json.loads((again / "config.json").read_text()) == {
@@ -186,7 +196,7 @@ def test_sigterm_mid_run_then_resume_equals_the_uninterrupted_run(tmp_path):
 SCRIPTS = sorted(
     str(p.relative_to(ROOT))
     for p in (ROOT / "apps").glob("*/*.py")
-    if p.stem in ("train", "eval", "prepare_data", "probe")
+    if p.stem in ("train", "eval", "prepare_data", "probe", "emergence", "measure")
 )
 HEAVY = ("torch", "timm", "transformers", "matplotlib", "sklearn")
 

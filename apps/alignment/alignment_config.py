@@ -30,7 +30,9 @@ class EmergenceConfig(RunOptions):
     temperature: float = arg(0.05, "temperature T of the label softmax", gt=0)
     width: int = arg(12, "encoder width", ge=1)
     epochs_x1: int = arg(50, "epochs of the modality-1 encoders", ge=1)
-    epochs_x2: int = arg(300, "epochs of the modality-2 encoders", ge=1)
+    epochs_x2: int = arg(
+        300, "epochs of the modality-2 encoders (--resume may extend them)", ge=1, may_change=True
+    )
     batch_size: int = arg(512, "samples per step", ge=1)
     lr: float = arg(1e-2, "AdamW learning rate (modality 2)", gt=0)
     lr_x1: float = arg(1e-2, "AdamW learning rate (modality 1)", gt=0)

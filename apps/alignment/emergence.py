@@ -67,7 +67,6 @@ def run(cfg: EmergenceConfig) -> dict[str, Any]:
         loggers=cfg.loggers,
         config=config_to_dict(cfg),
         seed=cfg.seed,
-        on_step_end=sweep.on_step_end,
         eval_fn=sweep.eval_fn,
         desc=f"emergence ({sweep.num_encoders} encoders)",
     )

@@ -79,7 +79,6 @@ class Sweep:
         self.optimizer = MemberClippedAdamW(
             groups, ensembles, cfg.clip_grad, weight_decay=cfg.weight_decay
         )
-        self._x2_stops = self.steps_x2 > cfg.epochs_x2 * self.steps_per_epoch
         self.steps_x2_own = cfg.epochs_x2 * self.steps_per_epoch
 
     # ---------------------------------------------------------------- training pieces
@@ -107,6 +106,7 @@ class Sweep:
 
     def step_fn(self, model: nn.Module, idx: torch.Tensor):
         idx = idx.to(self.device)
+        self._set_rates()
         metrics = {}
         loss = torch.zeros((), device=self.device)
         if self.optimizer.param_groups[1]["lr"] > 0:
@@ -121,12 +121,15 @@ class Sweep:
             metrics["loss_x2"] = loss_x2.detach() / (len(self.x2_members) * len(model.x2))
         return loss, metrics
 
-    def on_step_end(self, step: int) -> None:
-        """Stop a modality at the end of its epochs: lr 0 freezes AdamW exactly (no decay)."""
-        if step >= self.steps_x1:
-            self.optimizer.param_groups[1]["lr"] = 0.0
-        if self._x2_stops and step >= self.steps_x2_own:
-            self.optimizer.param_groups[0]["lr"] = 0.0
+    def _set_rates(self) -> None:
+        """Stop a modality at the end of its epochs: lr 0 freezes AdamW exactly (no decay).
+
+        The optimizer's own step count says where the run is (resumed runs included)."""
+        first = next(iter(self.model.x1.parameters()))
+        done = int(self.optimizer.state[first]["step"]) if first in self.optimizer.state else 0
+        groups = self.optimizer.param_groups
+        groups[1]["lr"] = self.cfg.lr_x1 if done < self.steps_x1 else 0.0
+        groups[0]["lr"] = self.cfg.lr if done < self.steps_x2_own else 0.0
 
     @torch.no_grad()
     def accuracies(self, split: str) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
