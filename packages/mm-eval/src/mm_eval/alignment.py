@@ -123,11 +123,13 @@ def _row_blocks(n: int, cost_per_row: int, budget: int = 1 << 24):
 
 
 def _mutual_from_indices(ia: torch.Tensor, ib: torch.Tensor) -> float:
-    k = ia.shape[1]
+    n, k = ia.shape
     total = 0
-    for rows in _row_blocks(len(ia), k * k):  # neighbour lists hold distinct indices
-        total += int((ia[rows, :, None] == ib[rows, None, :]).sum())
-    return total / (len(ia) * k)
+    for rows in _row_blocks(n, n):  # a row block of A's neighbour mask, read at B's lists
+        mask = torch.zeros(rows.stop - rows.start, n, dtype=torch.bool, device=ia.device)
+        mask.scatter_(1, ia[rows], True)
+        total += int(mask.gather(1, ib[rows]).sum())
+    return total / (n * k)
 
 
 def _cycle_from_indices(ia: torch.Tensor, ib: torch.Tensor) -> float:
