@@ -100,3 +100,77 @@ def test_bad_flags_exit_2_naming_the_flag(tmp_path, capsys, flags, named):
     assert info.value.code == 2
     assert named in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()
+
+
+# ----------------------------------------------------------------------------- measure.py
+
+
+def _measure(args):
+    return load_app_script("alignment", "measure").main(args)
+
+
+@pytest.fixture(scope="module")
+def features(tmp_path_factory):
+    import torch
+
+    from mm_models.features import save_features
+
+    folder = tmp_path_factory.mktemp("features")
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(60, 4, generator=g)
+    ids = [f"s{i}" for i in range(60)]
+    for name, layers, width in (("lm_a", 3, 8), ("lm_b", 2, 6), ("vit_a", 4, 10)):
+        feats = torch.stack([z @ torch.randn(4, width, generator=g)
+                             + torch.randn(60, width, generator=g) for _ in range(layers)], 1)  # fmt: skip
+        save_features(folder / f"{name}.pt", feats, ids, model=name)
+    save_features(folder / "short.pt", torch.randn(50, 2, 4), ids[:50])
+    save_features(folder / "shuffled.pt", torch.randn(60, 2, 4), ids[::-1])
+    return folder
+
+
+def test_measure_scores_every_pair_as_layer_alignment_does(features, tmp_path):
+    from mm_eval.alignment import layer_alignment
+    from mm_models.features import load_features
+
+    out = tmp_path / "m"
+    rows = _measure(["--features-dir", str(features), "--a", "lm_a", "lm_b", "--b", "vit_a",
+                     "--metric", "mutual_knn", "--topk", "5", "--concat", "--out", str(out)])  # fmt: skip
+    assert [(r["a"], r["b"]) for r in rows] == [("lm_a", "vit_a"), ("lm_b", "vit_a")]
+    want = layer_alignment(load_features(features / "lm_b.pt")["feats"],
+                           load_features(features / "vit_a.pt")["feats"], "mutual_knn", topk=5,
+                           q=0.95, concat=True)  # fmt: skip
+    assert (
+        rows[1]["score"] == want.best
+        and (rows[1]["layer_a"], rows[1]["layer_b"]) == want.best_layers
+    )
+    scores = json.loads((out / "scores.json").read_text())["pairs"]["lm_b|vit_a"]
+    assert scores["layers_a"] == [-1, 0, 1] and len(scores["scores"][0]) == 5
+    assert (out / "alignment.csv").is_file() and (out / "heatmap.png").stat().st_size > 1000
+
+
+@pytest.mark.parametrize(
+    ("flags", "named"),
+    [
+        (["--a", "lm_a", "--b", "short"], "short holds 50 samples"),
+        (["--a", "lm_a", "--b", "shuffled"], "ids hash differs"),
+        (["--a", "lm_a", "--b", "missing"], "missing.pt does not exist"),
+        (["--a", "lm_a", "--b", "vit_a", "--topk", "60"], "--topk 60"),
+        (["--a", "lm_a", "--b", "vit_a", "--metric", "knn"], "--metric knn"),
+    ],
+)
+def test_measure_bad_input_exits_2_naming_it(features, tmp_path, capsys, flags, named):
+    with pytest.raises(SystemExit) as info:
+        _measure(["--features-dir", str(features), "--out", str(tmp_path / "m"), *flags])
+    assert info.value.code == 2
+    assert named in capsys.readouterr().err
+    assert not (tmp_path / "m").exists()
+
+
+def test_measure_refuses_to_overwrite(features, tmp_path, capsys):
+    args = ["--features-dir", str(features), "--a", "lm_a", "--b", "vit_a", "--topk", "5",
+            "--out", str(tmp_path / "m")]  # fmt: skip
+    _measure(args)
+    with pytest.raises(SystemExit) as info:
+        _measure(args)
+    assert info.value.code == 2 and "--overwrite" in capsys.readouterr().err
+    _measure([*args, "--overwrite"])

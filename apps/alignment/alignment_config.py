@@ -6,6 +6,7 @@ Importable without torch: `--help` and every config error answer before the mode
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from mm_train import RunOptions, arg
 
@@ -73,3 +74,33 @@ class EmergenceConfig(RunOptions):
             )
         if self.topk >= self.align_samples:
             raise ValueError(f"--topk {self.topk} must be < --align-samples {self.align_samples}")
+
+
+@dataclass
+class MeasureConfig:
+    """Flags of measure.py."""
+
+    a: tuple[str, ...] = arg(
+        (), "features of the first model set: .pt files, or names in --features-dir"
+    )
+    b: tuple[str, ...] = arg((), "features of the second model set (same samples, same order)")
+    features_dir: str = arg("", "folder of <name>.pt feature files (the names given to --a/--b)")
+    metric: str = arg("mutual_knn", "alignment metric (mm_eval.alignment.METRICS)")
+    topk: int = arg(10, "neighbours of the kNN metrics and of cknna", ge=1)
+    q: float = arg(0.95, "outlier clipping quantile of |x| (1 = off)", gt=0, le=1)
+    precise: bool = arg(False, "clip at the exact global quantile instead of the per-sample mean")
+    concat: bool = arg(False, "also score the concatenation of all layers (layer -1)")
+    out: str = arg("runs/measure", "output folder (alignment.csv, scores.json, heatmap.png)")
+    overwrite: bool = arg(False, "replace the results in --out")
+    device: Literal["auto", "cpu", "cuda"] = arg("auto", "device the metrics run on")
+    threads: int = arg(0, "torch CPU threads; 0 = torch's default", ge=0)
+
+    def validate(self) -> None:
+        from mm_eval.alignment import METRICS
+
+        if not self.a or not self.b:
+            raise ValueError(
+                "pass --a FEATURES... and --b FEATURES... (files or --features-dir names)"
+            )
+        if self.metric not in METRICS:
+            raise ValueError(f"--metric {self.metric}: unknown; known: {', '.join(METRICS)}")
