@@ -174,3 +174,66 @@ def test_measure_refuses_to_overwrite(features, tmp_path, capsys):
         _measure(args)
     assert info.value.code == 2 and "--overwrite" in capsys.readouterr().err
     _measure([*args, "--overwrite"])
+
+
+# ------------------------------------------------------------------------ clip_finetune.py
+
+FINETUNE_TINY = [
+    "--train-ids", "32", "--eval-ids", "16", "--batch-size", "16", "--epochs", "2",
+    "--warmup-epochs", "1", "--image-size", "32", "--image-width", "32", "--embed-dim", "16",
+    "--vocab-size", "300", "--max-tokens", "16", "--threads", "1", "--device", "cpu",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def mmimdb(tmp_path_factory):
+    from mm_data.alignment import write_miniature
+
+    return write_miniature(tmp_path_factory.mktemp("mmimdb") / "data", per_split=50, size=32)
+
+
+def _finetune(args):
+    return load_app_script("alignment", "clip_finetune").main(args)
+
+
+def test_sweep_runs_parallel_trials_on_a_local_ray_instance_and_skips_finished_ones(
+    mmimdb, tmp_path, capsys
+):
+    out = tmp_path / "sweep"
+    args = [*FINETUNE_TINY, "--data-root", str(mmimdb), "--sweep", "0", "1", "--ray-cpus", "2",
+            "--out", str(out)]  # fmt: skip
+    summary = _finetune(args)
+    assert summary["trials"] == 2
+    for name, weight in (("cw0", 0.0), ("cw1", 1.0)):
+        trial = json.loads((out / name / "summary.json").read_text())
+        assert trial["clip_weight"] == weight and 0.0 <= trial["test_f1"] <= 1.0
+        assert summary[f"test_f1_{name}"] == trial["test_f1"]
+        assert (out / name / "model" / "head.pt").is_file()
+    with (out / "sweep.csv").open() as handle:
+        assert [float(r["clip_weight"]) for r in csv.DictReader(handle)] == [0.0, 1.0]
+    # clip_weight 0 trains on the labelled movies only; 1 adds no unlabelled ones here
+    assert json.loads((out / "cw0" / "summary.json").read_text())["train_pairs"] == 32
+    capsys.readouterr()
+    again = _finetune([*args, "--launcher", "local"])  # a restart: nothing left to run
+    assert "2 of 2 trials finished before: skipped" in capsys.readouterr().out
+    assert again == summary
+
+
+def test_a_trial_equals_the_same_run_launched_alone(mmimdb, tmp_path):
+    """The local launcher runs the trial's saved config: the same numbers as a direct run."""
+    common = [*FINETUNE_TINY, "--data-root", str(mmimdb), "--unlabeled", "8"]
+    direct = _finetune([*common, "--clip-weight", "0.5", "--out", str(tmp_path / "direct")])
+    _finetune([*common, "--sweep", "0.5", "--launcher", "local", "--out", str(tmp_path / "sw")])
+    trial = json.loads((tmp_path / "sw" / "cw0.5" / "summary.json").read_text())
+    for key in ("test_f1", "dev_f1", "probe_C", "train_loss", "steps", "train_pairs"):
+        assert trial[key] == direct[key], key
+    assert direct["train_pairs"] == 40  # 32 labelled + 8 unlabelled pairs
+
+
+def test_a_sweep_of_another_configuration_is_refused(mmimdb, tmp_path, capsys):
+    out = tmp_path / "sweep"
+    base = [*FINETUNE_TINY, "--data-root", str(mmimdb), "--launcher", "local", "--out", str(out)]
+    _finetune([*base, "--sweep", "0"])
+    with pytest.raises(SystemExit) as info:
+        _finetune([*base, "--sweep", "0", "--lr", "0.001"])
+    assert info.value.code == 2 and "lr" in capsys.readouterr().err

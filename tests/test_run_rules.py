@@ -44,7 +44,13 @@ TINY["alignment"] = [
     "--align-samples", "16", "--topk", "5", "--threads", "1", "--device", "cpu",
     "--log-every", "2", "--checkpoint-every", "4",
 ]  # fmt: skip
-# the training script of each app (train.py unless named here)
+TINY["alignment/clip_finetune"] = [  # --data-root is added by the mmimdb_miniature fixture
+    "--train-ids", "32", "--eval-ids", "16", "--batch-size", "16", "--epochs", "1",
+    "--warmup-epochs", "0", "--image-size", "32", "--image-width", "32", "--embed-dim", "16",
+    "--vocab-size", "300", "--max-tokens", "16", "--threads", "1", "--device", "cpu",
+    "--log-every", "1",
+]  # fmt: skip
+# the training script of each app (train.py unless named here; "app/script" keys name both)
 SCRIPT = {"alignment": "emergence"}
 # a field of each app that changes the experiment, and a valid other value
 EXPERIMENT_FIELD = {
@@ -52,6 +58,7 @@ EXPERIMENT_FIELD = {
     "identifiability": ("--tau", "1.0", "0.5"),
     "sogclr": ("--tau", "0.01", "0.02"),
     "alignment": ("--lr", "0.01", "0.02"),
+    "alignment/clip_finetune": ("--clip-weight", "1.0", "0.5"),
 }
 # how each app extends its run on resume: (flag, old value, new value, logged train steps)
 EXTEND = {
@@ -59,6 +66,7 @@ EXTEND = {
     "identifiability": ("--steps", 4, 6, [2, 4, 6]),
     "sogclr": ("--epochs", 1, 2, [2, 4, 6, 8]),
     "alignment": ("--epochs-x2", 2, 3, [2, 4, 6, 8, 10, 12, 14, 15]),
+    "alignment/clip_finetune": ("--epochs", 1, 2, [1, 2, 3, 4]),
 }
 APPS = sorted(TINY)
 
@@ -76,8 +84,26 @@ def sogclr_corpus(tmp_path_factory):
     TINY["sogclr"] = TINY["sogclr"][:-2]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def mmimdb_miniature(tmp_path_factory):
+    """A generated MM-IMDb for the alignment app's clip_finetune.py."""
+    from mm_data.alignment import write_miniature
+
+    root = write_miniature(tmp_path_factory.mktemp("mmimdb") / "data", per_split=40, size=32)
+    key = "alignment/clip_finetune"
+    TINY[key] = [*TINY[key], "--data-root", str(root)]
+    yield root
+    TINY[key] = TINY[key][:-2]
+
+
+def _script(key: str):
+    """The app's script module of a TINY key."""
+    app, _, name = key.partition("/")
+    return load_app_script(app, name or SCRIPT.get(app, "train"))
+
+
 def _train(app: str, args: list[str]):
-    return load_app_script(app, SCRIPT.get(app, "train")).main([*TINY[app], *args])
+    return _script(app).main([*TINY[app], *args])
 
 
 def _snapshot(out: Path) -> dict[str, bytes]:
@@ -87,7 +113,7 @@ def _snapshot(out: Path) -> dict[str, bytes]:
 @pytest.fixture(scope="module", params=APPS)
 def finished(request, tmp_path_factory):
     """(app, run directory) of a finished tiny run."""
-    out = tmp_path_factory.mktemp(request.param) / "run"
+    out = tmp_path_factory.mktemp(request.param.replace("/", "-")) / "run"
     _train(request.param, ["--out", str(out)])
     return request.param, out
 
@@ -152,9 +178,7 @@ def test_resume_may_extend_the_run_and_is_recorded(finished, tmp_path):
 def test_overwrite_starts_again_and_config_reruns_a_saved_config(finished, tmp_path):
     app, out = finished
     again = tmp_path / "again"
-    base = load_app_script(app, SCRIPT.get(app, "train")).main(
-        ["--config", str(out / "config.json"), "--out", str(again)]
-    )
+    base = _script(app).main(["--config", str(out / "config.json"), "--out", str(again)])
     assert json.loads((again / "config.json").read_text()) == {
         **json.loads((out / "config.json").read_text()),
         "out": str(again),
@@ -196,7 +220,7 @@ def test_sigterm_mid_run_then_resume_equals_the_uninterrupted_run(tmp_path):
 SCRIPTS = sorted(
     str(p.relative_to(ROOT))
     for p in (ROOT / "apps").glob("*/*.py")
-    if p.stem in ("train", "eval", "prepare_data", "probe", "emergence", "measure")
+    if p.stem in ("train", "eval", "prepare_data", "probe", "emergence", "measure", "clip_finetune")
 )
 HEAVY = ("torch", "timm", "transformers", "matplotlib", "sklearn")
 

@@ -6,6 +6,7 @@ Importable without torch: `--help` and every config error answer before the mode
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 from mm_train import RunOptions, arg
@@ -104,3 +105,70 @@ class MeasureConfig:
             )
         if self.metric not in METRICS:
             raise ValueError(f"--metric {self.metric}: unknown; known: {', '.join(METRICS)}")
+
+
+FINETUNE_FILES = ("tokenizer", "model", "probe.json")
+
+
+@dataclass
+class FinetuneConfig(RunOptions):
+    """Flags of clip_finetune.py: one fine-tune, or (--sweep) one trial per clip weight."""
+
+    out: str = arg("runs/clip-finetune", "run directory (a sweep: one trial folder per weight)",
+                   may_change=True)  # fmt: skip
+    seed: int = arg(42, "seed")
+    data_root: str = arg(
+        "data/mmimdb-mini",
+        "MM-IMDb root (split.json, dataset/); an absent folder gets a generated miniature",
+    )
+    class_idx: int = arg(19, "genre of the binary task (index in the 23 genres; 19 = Western)",
+                         ge=0, le=22)  # fmt: skip
+    train_ids: int = arg(1024, "labelled training movies (the first of the train split; 0 = all)",
+                         ge=0)  # fmt: skip
+    eval_ids: int = arg(1024, "dev and test movies (the first of each split; 0 = all)", ge=0)
+    unlabeled: int = arg(0, "more train-split movies as unlabelled pairs (contrastive term only)",
+                         ge=0)  # fmt: skip
+    clip_weight: float = arg(1.0, "loss = BCE(text head) + clip_weight x InfoNCE", ge=0)
+    image_model: str = arg("vit_tiny_patch16_224", "timm image tower (built from its config)")
+    image_weights: str = arg("", "local timm weights of the image tower ('' = random init)")
+    image_size: int = arg(48, "image side (RandomResizedCrop 0.5-1 for training)", ge=8)
+    image_patch: int = arg(8, "ViT patch size (0 = the model's own)", ge=0)
+    image_depth: int = arg(2, "ViT blocks (0 = the model's own)", ge=0)
+    image_width: int = arg(64, "ViT width (0 = the model's own)", ge=0)
+    text_model: str = arg("tiny", "tiny (a 2-layer DistilBERT from config) or a local HF folder")
+    tokenizer: str = arg("", "local tokenizer folder ('' = WordPiece trained on the captions)")
+    vocab_size: int = arg(2000, "vocabulary of the trained tokenizer", ge=16)
+    max_tokens: int = arg(64, "caption tokens", ge=4)
+    embed_dim: int = arg(64, "shared embedding size (the paper's towers: 512)", ge=1)
+    lr: float = arg(1e-4, "AdamW peak learning rate", gt=0)
+    weight_decay: float = arg(0.01, "AdamW weight decay (none on 1-D and bias parameters)", ge=0)
+    warmup_epochs: int = arg(10, "linear warmup from 1e-6, in epochs", ge=0)
+    epochs: int = arg(30, "epochs (cosine to 1e-6 after the warmup)", ge=1, may_change=True)
+    batch_size: int = arg(64, "pairs per step", ge=2)
+    workers: int = arg(0, "DataLoader worker processes", ge=0, may_change=True)
+    log_every: int = arg(10, "steps between metric lines", ge=1, may_change=True)
+    keep_last: int = arg(2, "checkpoints kept", ge=1, may_change=True)
+    threads: int = arg(0, "torch CPU threads; 0 = torch's default", ge=0, may_change=True)
+    # ---- the clip_weight sweep
+    sweep: tuple[float, ...] = arg(
+        (), "clip weights of a sweep (e.g. 0 0.1 0.25 0.5 1 2 5 10): one trial each", ge=0
+    )
+    launcher: Literal["ray", "local"] = arg(
+        "ray", "ray: parallel trials on a Ray cluster; local: one trial at a time here"
+    )
+    ray_address: str = arg("", "address of a running Ray cluster ('' = start one in-process)")
+    ray_cpus: int = arg(0, "CPUs of the in-process Ray instance (0 = all of this machine)", ge=0)
+    trial_cpus: float = arg(1.0, "CPUs per trial", gt=0)
+    trial_gpus: float = arg(0.0, "GPUs per trial (the authors: 0.25)", ge=0)
+
+    def validate(self) -> None:
+        if len(set(self.sweep)) != len(self.sweep):
+            raise ValueError(f"--sweep lists a weight twice: {list(self.sweep)}")
+        if self.text_model != "tiny" and not Path(self.text_model).is_dir():
+            raise ValueError(f"--text-model {self.text_model}: not 'tiny' nor a local folder")
+        if self.image_weights and not Path(self.image_weights).is_file():
+            raise ValueError(f"--image-weights {self.image_weights} is not a file")
+        if self.image_patch and self.image_size % self.image_patch:
+            raise ValueError(
+                f"--image-size {self.image_size} is not a multiple of --image-patch {self.image_patch}"
+            )

@@ -30,7 +30,9 @@ HERE = Path(__file__).resolve().parent
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    cfg = parse_config(EmergenceConfig, argv, preset_dir=HERE / "presets", description=__doc__)
+    cfg = parse_config(
+        EmergenceConfig, argv, preset_dir=HERE / "presets" / "emergence", description=__doc__
+    )
     return run(cfg)
 
 
