@@ -237,3 +237,39 @@ def test_a_sweep_of_another_configuration_is_refused(mmimdb, tmp_path, capsys):
     with pytest.raises(SystemExit) as info:
         _finetune([*base, "--sweep", "0", "--lr", "0.001"])
     assert info.value.code == 2 and "lr" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------- mmimdb.py
+
+
+def test_mmimdb_demo_writes_probe_alignment_and_correlation_and_reuses_features(mmimdb, tmp_path):
+    mm = load_app_script("alignment", "mmimdb")
+    out = tmp_path / "mm"
+    args = ["--demo", "--data-root", str(mmimdb), "--probe-epochs", "5", "--threads", "1",
+            "--device", "cpu", "--out", str(out)]  # fmt: skip
+    summary = mm.main(args)
+    assert summary["lms"] == 3 and summary["vits"] == 1
+    with (out / "alignment.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 3 and all(0 <= float(r["alignment"]) <= 1 for r in rows)
+    with (out / "probe.csv").open() as handle:
+        probe = list(csv.DictReader(handle))
+    assert len(probe) == 3 * 24  # overall + 23 genres per LM
+    with (out / "correlation.csv").open() as handle:
+        assert len(list(csv.DictReader(handle))) == 24
+    cached = sorted(p.name for p in (out / "features").iterdir())
+    assert len(cached) == 3 * 3 + 1  # LM x split, ViT on test
+    stamps = {p: p.stat().st_mtime_ns for p in (out / "features").iterdir()}
+    again = mm.main([*args, "--overwrite"])
+    assert {p: p.stat().st_mtime_ns for p in (out / "features").iterdir()} == stamps
+    assert again == summary
+
+
+def test_mmimdb_bad_input_is_named(tmp_path, capsys):
+    mm = load_app_script("alignment", "mmimdb")
+    for flags, named in ((["--lms", str(tmp_path), "--vits", "vit_tiny_patch16_224"], ">= 3"),
+                         (["--lms", "nowhere", "a", "b", "--vits", "x"], "--lms nowhere"),
+                         ([], "--demo")):  # fmt: skip
+        with pytest.raises(SystemExit) as info:
+            mm.main([*flags, "--out", str(tmp_path / "o")])
+        assert info.value.code == 2 and named in capsys.readouterr().err

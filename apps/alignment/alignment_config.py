@@ -172,3 +172,39 @@ class FinetuneConfig(RunOptions):
             raise ValueError(
                 f"--image-size {self.image_size} is not a multiple of --image-patch {self.image_patch}"
             )
+
+
+@dataclass
+class MMIMDbConfig:
+    """Flags of mmimdb.py."""
+
+    data_root: str = arg("data/mmimdb-mini", "MM-IMDb root (an absent folder gets a miniature)")
+    ids: int = arg(1024, "movies per split (the first of each; 0 = all)", ge=0)
+    lms: tuple[str, ...] = arg((), "local causal-LM folders (save_pretrained)")
+    vits: tuple[str, ...] = arg(
+        (), "timm ViTs as NAME or NAME:WEIGHTS (a local state_dict); NAME alone is random init"
+    )
+    demo: bool = arg(False, "build small random-init GPT-2s and ViTs under OUT/models and use them")
+    metric: str = arg("mutual_knn", "alignment metric")
+    topk: int = arg(10, "neighbours of the kNN metrics", ge=1)
+    q: float = arg(0.95, "outlier clipping quantile (1 = off)", gt=0, le=1)
+    image_size: int = arg(224, "poster side fed to the ViTs", ge=8)
+    batch_size: int = arg(32, "feature-extraction batch", ge=1)
+    probe_epochs: int = arg(100, "epochs of the genre probe", ge=1)
+    out: str = arg("runs/mmimdb", "output folder (features are cached in OUT/features)")
+    overwrite: bool = arg(False, "replace the tables in --out (cached features are kept)")
+    device: Literal["auto", "cpu", "cuda"] = arg("auto", "device")
+    threads: int = arg(0, "torch CPU threads; 0 = torch's default", ge=0)
+
+    def validate(self) -> None:
+        if not self.demo and (not self.lms or not self.vits):
+            raise ValueError("pass --lms DIR... and --vits NAME[:WEIGHTS]... (or --demo)")
+        if not self.demo and len(self.lms) < 3:
+            raise ValueError(f"--lms: a correlation across LMs needs >= 3, got {len(self.lms)}")
+        for path in self.lms:
+            if not Path(path).is_dir():
+                raise ValueError(f"--lms {path} is not a folder")
+        for spec in self.vits:
+            _, _, weights = spec.partition(":")
+            if weights and not Path(weights).is_file():
+                raise ValueError(f"--vits {spec}: weights file {weights} does not exist")

@@ -11,7 +11,8 @@
   sample ids' hash stored beside the tensor, so features of different samples (or of the
   same samples in another order) are never compared.
 
-Models come from local paths (`load_lm`, `load_vit`); nothing is downloaded.
+Models come from local paths (`load_lm`; `load_vit` builds a timm ViT from its name and
+loads a local state_dict); nothing is downloaded.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ __all__ = [
     "lm_features",
     "load_features",
     "load_lm",
+    "load_vit",
     "save_features",
     "vit_features",
 ]
@@ -70,6 +72,24 @@ def load_lm(path: str | Path, device: str | torch.device = "cpu"):
         tokenizer.pad_token = tokenizer.eos_token
     model = AutoModelForCausalLM.from_pretrained(str(path)).to(device).eval()
     return model, tokenizer
+
+
+def load_vit(name: str, weights: str | Path | None = None, **kwargs: Any) -> nn.Module:
+    """A timm ViT built from its name (no download), with local weights when given."""
+    import timm
+
+    from mm_models._weights import load_state_strict, read_state_dict
+
+    try:
+        model = timm.create_model(name, pretrained=False, num_classes=0, **kwargs)
+    except RuntimeError as error:  # timm: unknown model
+        raise ValueError(f"timm model {name!r}: {error}") from error
+    if weights:
+        path = Path(weights)
+        state = read_state_dict(path, f"ViT weights {str(path)!r}")
+        state = {k: v for k, v in state.items() if not k.startswith("head.")}
+        load_state_strict(model, state, f"ViT weights {str(path)!r}")
+    return model.eval()
 
 
 @torch.no_grad()
