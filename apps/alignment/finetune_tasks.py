@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from alignment_common import fail
 from alignment_config import FinetuneConfig
 from torch import nn
 
@@ -20,12 +21,6 @@ TOKENIZER_DIR, MODEL_DIR, PROBE_FILE = "tokenizer", "model", "probe.json"
 TINY_TEXT = {"dim": 64, "n_layers": 2, "n_heads": 2, "hidden_dim": 128}
 PROBE_CS = (1e-6, 1e-4, 1e-2, 1.0, 1e2, 1e4, 1e6)
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-
-
-def fail(message: str) -> None:
-    """Print ``error: message`` and exit with status 2 (bad input)."""
-    print(f"error: {message}", file=sys.stderr, flush=True)
-    raise SystemExit(2)
 
 
 # ------------------------------------------------------------------------------------ data

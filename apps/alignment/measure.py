@@ -20,17 +20,12 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from alignment_common import fail, refuse_existing
 from alignment_config import MeasureConfig
 
 from mm_train import parse_config
 
 RESULTS = ("alignment.csv", "scores.json", "heatmap.png")
-
-
-def fail(message: str) -> None:
-    """Print ``error: message`` and exit with status 2 (bad input, nothing written)."""
-    print(f"error: {message}", file=sys.stderr, flush=True)
-    raise SystemExit(2)
 
 
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
@@ -80,9 +75,7 @@ def measure(cfg: MeasureConfig) -> list[dict[str, Any]]:
     from mm_train import atomic_write_json, resolve_device
 
     out = Path(cfg.out)
-    existing = [name for name in RESULTS if (out / name).exists()]
-    if existing and not cfg.overwrite:
-        fail(f"--out {out} already holds {', '.join(existing)}; pass --overwrite to replace them")
+    refuse_existing(out, RESULTS, cfg.overwrite)
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
     device = resolve_device(cfg.device)

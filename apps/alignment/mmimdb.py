@@ -27,6 +27,14 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from alignment_common import (
+    DEMO_VIT,
+    cached_features,
+    demo_models,
+    fail,
+    refuse_existing,
+    vit_specs,
+)
 from alignment_config import MMIMDbConfig
 
 from mm_train import parse_config
@@ -34,36 +42,9 @@ from mm_train import parse_config
 TABLES = ("probe.csv", "alignment.csv", "correlation.csv", "summary.json")
 
 
-def fail(message: str) -> None:
-    print(f"error: {message}", file=sys.stderr, flush=True)
-    raise SystemExit(2)
-
-
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     cfg = parse_config(MMIMDbConfig, argv, description=__doc__)
     return run(cfg)
-
-
-def demo_models(out: Path, captions: list[str]) -> tuple[list[str], list[tuple[str, str, dict]]]:
-    """Three small GPT-2 folders (widths 16/32/64) and one ViT spec, random init."""
-    import torch
-    from transformers import GPT2Config, GPT2LMHeadModel
-
-    from mm_models.gridvlm import train_bpe_tokenizer
-
-    paths = []
-    for k, width in enumerate((16, 32, 64)):
-        folder = out / "models" / f"gpt2-w{width}"
-        if not (folder / "config.json").is_file():
-            tokenizer = train_bpe_tokenizer(captions, vocab_size=400, out_dir=folder)
-            torch.manual_seed(k)
-            config = GPT2Config(vocab_size=len(tokenizer), n_embd=width, n_layer=2, n_head=2,
-                                n_positions=128)  # fmt: skip
-            GPT2LMHeadModel(config).save_pretrained(folder)
-        paths.append(str(folder))
-    vit = ("vit_tiny_patch16_224", "", {"img_size": 32, "patch_size": 8, "embed_dim": 32,
-                                        "depth": 3, "num_heads": 2})  # fmt: skip
-    return paths, [vit]
 
 
 def run(cfg: MMIMDbConfig) -> dict[str, Any]:
@@ -76,21 +57,11 @@ def run(cfg: MMIMDbConfig) -> dict[str, Any]:
     from mm_eval.alignment import layer_alignment
     from mm_eval.identifiability import write_results_csv
     from mm_eval.probes import multilabel_probe
-    from mm_models.features import (
-        ids_hash,
-        lm_features,
-        load_features,
-        load_lm,
-        load_vit,
-        save_features,
-        vit_features,
-    )
+    from mm_models.features import lm_features, load_lm, load_vit, vit_features
     from mm_train import atomic_write_json, resolve_device
 
     out = Path(cfg.out)
-    existing = [t for t in TABLES if (out / t).exists()]
-    if existing and not cfg.overwrite:
-        fail(f"--out {out} already holds {', '.join(existing)}; pass --overwrite to replace them")
+    refuse_existing(out, TABLES, cfg.overwrite)
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
     device = resolve_device(cfg.device)
@@ -107,24 +78,12 @@ def run(cfg: MMIMDbConfig) -> dict[str, Any]:
     except (FileNotFoundError, ValueError) as error:
         fail(str(error))
     if cfg.demo:
-        lms, vits = demo_models(out, splits["train"].captions)
-        image_size = 32
+        lms, vits, image_size = demo_models(out, splits["train"].captions), [DEMO_VIT], 32
     else:
-        lms = list(cfg.lms)
-        vits = [(spec.partition(":")[0], spec.partition(":")[2], {}) for spec in cfg.vits]
-        image_size = cfg.image_size
-    cache = out / "features"
+        lms, vits, image_size = list(cfg.lms), vit_specs(cfg.vits), cfg.image_size
 
     def cached(name: str, split: str, compute) -> torch.Tensor:
-        path = cache / f"{name}-{split}.pt"
-        ids = splits[split].ids
-        if path.is_file():
-            payload = load_features(path)
-            if payload["ids_hash"] == ids_hash(ids):
-                return payload["feats"]
-        feats = compute()
-        save_features(path, feats, ids, model=name, split=split)
-        return feats
+        return cached_features(out / "features", f"{name}-{split}", splits[split].ids, compute)
 
     lm_names = [Path(p).name for p in lms]
     probe_rows, lm_test, f1 = [], {}, {}
