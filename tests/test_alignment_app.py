@@ -273,3 +273,31 @@ def test_mmimdb_bad_input_is_named(tmp_path, capsys):
         with pytest.raises(SystemExit) as info:
             mm.main([*flags, "--out", str(tmp_path / "o")])
         assert info.value.code == 2 and named in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------ perturb.py
+
+
+def test_perturb_demo_aligns_every_lm_vit_and_level(tmp_path):
+    pt = load_app_script("alignment", "perturb")
+    out = tmp_path / "pt"
+    summary = pt.main(["--demo", "--samples", "60", "--levels", "0", "50", "100", "--threads",
+                       "1", "--device", "cpu", "--out", str(out)])  # fmt: skip
+    with (out / "alignment.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 3 * 3  # LMs x levels x one ViT
+    assert -1.0 <= summary["rho_mean"] <= 1.0 and summary["lms"] == 3
+    with (out / "levels.csv").open() as handle:
+        sims = [float(r["word_similarity"]) for r in csv.DictReader(handle)]
+    assert sims[0] == 1.0 and sims[0] > sims[1] > sims[2]  # u = 0 leaves captions unchanged
+    assert (out / "alignment_vs_u.png").stat().st_size > 1000
+
+
+def test_perturb_bad_input_is_named(tmp_path, capsys):
+    pt = load_app_script("alignment", "perturb")
+    for flags, named in ((["--annotations", str(tmp_path / "none.json")], "--annotations"),
+                         (["--demo", "--levels", "10", "20"], "--levels"),
+                         (["--demo", "--rewriter", "char:swap"], "op must be one of")):  # fmt: skip
+        with pytest.raises(SystemExit) as info:
+            pt.main([*flags, "--out", str(tmp_path / "o"), "--samples", "30"])
+        assert info.value.code == 2 and named in capsys.readouterr().err

@@ -217,10 +217,10 @@ def test_sigterm_mid_run_then_resume_equals_the_uninterrupted_run(tmp_path):
     assert got["risk"] == want["risk"]  # bit-exact: the mean of the same losses
 
 
+ENTRY_POINTS = ("train", "eval", "prepare_data", "probe", "emergence", "measure",
+                "clip_finetune", "mmimdb", "perturb")  # fmt: skip
 SCRIPTS = sorted(
-    str(p.relative_to(ROOT))
-    for p in (ROOT / "apps").glob("*/*.py")
-    if p.stem in ("train", "eval", "prepare_data", "probe", "emergence", "measure", "clip_finetune")
+    str(p.relative_to(ROOT)) for p in (ROOT / "apps").glob("*/*.py") if p.stem in ENTRY_POINTS
 )
 HEAVY = ("torch", "timm", "transformers", "matplotlib", "sklearn")
 

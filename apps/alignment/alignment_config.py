@@ -208,3 +208,41 @@ class MMIMDbConfig:
             _, _, weights = spec.partition(":")
             if weights and not Path(weights).is_file():
                 raise ValueError(f"--vits {spec}: weights file {weights} does not exist")
+
+
+@dataclass
+class PerturbConfig:
+    """Flags of perturb.py."""
+
+    annotations: str = arg("", "image-caption JSON ([{image, caption}, ...]) ('' with --demo)")
+    images_root: str = arg("", "folder the annotations' image paths are relative to")
+    samples: int = arg(1024, "pairs used (the first of the annotations; 0 = all)", ge=0)
+    lms: tuple[str, ...] = arg((), "local causal-LM folders (save_pretrained)")
+    vits: tuple[str, ...] = arg((), "timm ViTs as NAME or NAME:WEIGHTS (a local state_dict)")
+    demo: bool = arg(False, "a generated scene corpus and small random-init models")
+    levels: tuple[int, ...] = arg(
+        (10, 20, 30, 40, 50, 60, 70, 80, 90, 100), "uniqueness levels u, percent", ge=0, le=100
+    )
+    rewriter: str = arg("rule", "rule | char:delete|replace|permute | module:callable | file.json")
+    metric: str = arg("mutual_knn", "alignment metric")
+    topk: int = arg(10, "neighbours of the kNN metrics", ge=1)
+    q: float = arg(0.95, "outlier clipping quantile (1 = off)", gt=0, le=1)
+    concat: bool = arg(True, "also score the concatenation of all layers")
+    image_size: int = arg(224, "image side fed to the ViTs", ge=8)
+    batch_size: int = arg(32, "feature-extraction batch", ge=1)
+    seed: int = arg(0, "seed of the rewriter")
+    out: str = arg("runs/perturb", "output folder (features cached in OUT/features)")
+    overwrite: bool = arg(False, "replace the tables in --out (cached features are kept)")
+    device: Literal["auto", "cpu", "cuda"] = arg("auto", "device")
+    threads: int = arg(0, "torch CPU threads; 0 = torch's default", ge=0)
+
+    def validate(self) -> None:
+        if not self.demo:
+            if not self.annotations or not Path(self.annotations).is_file():
+                raise ValueError(f"--annotations {self.annotations!r} is not a file (or --demo)")
+            if not self.lms or not self.vits:
+                raise ValueError("pass --lms DIR... and --vits NAME[:WEIGHTS]... (or --demo)")
+        if len(self.levels) < 3:
+            raise ValueError(
+                f"--levels needs >= 3 values for a rank correlation, got {list(self.levels)}"
+            )
