@@ -64,3 +64,43 @@ def demo_models(out: Path, captions: list[str]) -> list[str]:
 def vit_specs(specs: Sequence[str]) -> list[tuple[str, str, dict]]:
     """``NAME`` or ``NAME:WEIGHTS`` flags -> (name, weights, timm kwargs)."""
     return [(s.partition(":")[0], s.partition(":")[2], {}) for s in specs]
+
+
+def vision_features(vits, load_image, n: int, ids, folder: Path, device, image_size: int,
+                    batch_size: int) -> dict[str, Any]:  # fmt: skip
+    """{label: CLS features [n, blocks, width]} of every ViT spec on images 0..n-1
+    (``load_image(i)`` -> PIL), resized and centre-cropped to ``image_size``, ImageNet
+    normalised; cached in ``folder`` by the ids' hash."""
+    import torch
+    import torchvision.transforms as T
+
+    from mm_models.features import load_vit, vit_features
+
+    norm = T.Compose([T.Resize(image_size), T.CenterCrop(image_size), T.ToTensor(),
+                      T.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))])  # fmt: skip
+
+    def images(rows: slice) -> torch.Tensor:
+        return torch.stack([norm(load_image(i)) for i in range(n)[rows]])
+
+    out = {}
+    for k, (name, weights, kwargs) in enumerate(vits):
+        label = f"{name}-{k}" if len(vits) > 1 else name
+
+        def compute(_n=name, _w=weights, _kw=kwargs):
+            model = load_vit(_n, _w or None, **_kw).to(device)
+            return vit_features(model, images, n=n, batch_size=batch_size)
+
+        out[label] = cached_features(folder, f"vit-{label}", ids, compute)
+    return out
+
+
+def finish_plot(fig, ax, path: Path, legend: bool = True) -> None:
+    """Grid, legend, tight layout, PNG at 120 dpi, figure closed."""
+    import matplotlib.pyplot as plt
+
+    ax.grid(alpha=0.3)
+    if legend:
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from alignment_common import finish_plot
 from alignment_config import EmergenceConfig
 from torch import nn
 
@@ -279,9 +280,7 @@ def plot_alignment_vs_u(cfg, rows, path: Path) -> None:
         ax.set_ylabel(f"max {metric}")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    finish_plot(fig, axes.flat[0] if hasattr(axes, "flat") else axes, path, legend=False)
 
 
 def plot_perf_corr(cfg, summary, path: Path) -> None:
@@ -299,8 +298,4 @@ def plot_perf_corr(cfg, summary, path: Path) -> None:
     ax.axhline(0, color="grey", lw=0.8)
     ax.set_xlabel("uniqueness U")
     ax.set_ylabel("corr(alignment, accuracy) over depths")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    finish_plot(fig, ax, path)

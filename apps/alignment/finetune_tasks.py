@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from alignment_common import fail
+from alignment_common import fail, finish_plot
 from alignment_config import FinetuneConfig
 from torch import nn
 
@@ -333,8 +333,4 @@ def plot_sweep(rows: list[dict[str, Any]], path: Path) -> None:
     ax.set_xscale("symlog", linthresh=0.1)
     ax.set_xlabel("clip_weight (InfoNCE weight)")
     ax.set_ylabel("text-probe macro-F1")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    finish_plot(fig, ax, path)

@@ -32,7 +32,9 @@ from alignment_common import (
     cached_features,
     demo_models,
     fail,
+    finish_plot,
     refuse_existing,
+    vision_features,
     vit_specs,
 )
 from alignment_config import MMIMDbConfig
@@ -50,14 +52,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 def run(cfg: MMIMDbConfig) -> dict[str, Any]:
     import numpy as np
     import torch
-    import torchvision.transforms as T
     from scipy import stats
 
     from mm_data.alignment import GENRES, MMIMDb, write_miniature
     from mm_eval.alignment import layer_alignment
     from mm_eval.identifiability import write_results_csv
     from mm_eval.probes import multilabel_probe
-    from mm_models.features import lm_features, load_lm, load_vit, vit_features
+    from mm_models.features import lm_features, load_lm
     from mm_train import atomic_write_json, resolve_device
 
     out = Path(cfg.out)
@@ -106,20 +107,11 @@ def run(cfg: MMIMDbConfig) -> dict[str, Any]:
         probe_rows += [{"lm": name, "genre": g, "f1": v}
                        for g, v in zip(GENRES, result["test_f1_per_class"])]  # fmt: skip
         print(f"{name}: probe test macro-F1 {result['test_f1']:.3f}", flush=True)
-    norm = T.Compose([T.Resize(image_size), T.CenterCrop(image_size), T.ToTensor(),
-                      T.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))])  # fmt: skip
     test = splits["test"]
-    posters = lambda rows: torch.stack([norm(test.image(i)) for i in range(len(test))[rows]])  # noqa: E731
-    align_rows, vit_names = [], []
-    for k, (vit_name, weights, kwargs) in enumerate(vits):
-        label = f"{vit_name}-{k}" if len(vits) > 1 else vit_name
-        vit_names.append(label)
-
-        def compute_vit(_n=vit_name, _w=weights, _kw=kwargs):
-            model = load_vit(_n, _w or None, **_kw).to(device)
-            return vit_features(model, posters, n=len(test), batch_size=cfg.batch_size)
-
-        vfeats = cached(f"vit-{label}", "test", compute_vit)
+    vision = vision_features(vits, test.image, len(test), test.ids, out / "features", device,
+                             image_size, cfg.batch_size)  # fmt: skip
+    align_rows, vit_names = [], list(vision)
+    for label, vfeats in vision.items():
         for name in lm_names:
             result = layer_alignment(lm_test[name], vfeats, cfg.metric, topk=cfg.topk, q=cfg.q)
             align_rows.append({"lm": name, "vit": label, "metric": cfg.metric,
@@ -169,11 +161,7 @@ def plot(rows, vit_names, path: Path, metric: str) -> None:
             ax.annotate(r["lm"], (r["alignment"], r["f1"]), fontsize=6)
     ax.set_xlabel(f"alignment with vision ({metric})")
     ax.set_ylabel("genre probe macro-F1")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    finish_plot(fig, ax, path)
 
 
 if __name__ == "__main__":

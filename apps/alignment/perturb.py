@@ -32,7 +32,9 @@ from alignment_common import (
     cached_features,
     demo_models,
     fail,
+    finish_plot,
     refuse_existing,
+    vision_features,
     vit_specs,
 )
 from alignment_config import PerturbConfig
@@ -71,13 +73,12 @@ def load_pairs(cfg: PerturbConfig, out: Path):
 def run(cfg: PerturbConfig) -> dict[str, Any]:
     import numpy as np
     import torch
-    import torchvision.transforms as T
     from scipy import stats
 
     from mm_data.alignment import load_rewriter, word_similarity
     from mm_eval.alignment import layer_alignment
     from mm_eval.identifiability import write_results_csv
-    from mm_models.features import lm_features, load_lm, load_vit, vit_features
+    from mm_models.features import lm_features, load_lm
     from mm_train import atomic_write_json, resolve_device
 
     out = Path(cfg.out)
@@ -99,18 +100,8 @@ def run(cfg: PerturbConfig) -> dict[str, Any]:
     else:
         lms, vits, image_size = list(cfg.lms), vit_specs(cfg.vits), cfg.image_size
     cache = out / "features"
-    norm = T.Compose([T.Resize(image_size), T.CenterCrop(image_size), T.ToTensor(),
-                      T.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))])  # fmt: skip
-    images = lambda rows: torch.stack([norm(data[i]["image"]) for i in range(n)[rows]])  # noqa: E731
-    vision = {}
-    for k, (name, weights, kwargs) in enumerate(vits):
-        label = f"{name}-{k}" if len(vits) > 1 else name
-
-        def compute_vit(_n=name, _w=weights, _kw=kwargs):
-            model = load_vit(_n, _w or None, **_kw).to(device)
-            return vit_features(model, images, n=n, batch_size=cfg.batch_size)
-
-        vision[label] = cached_features(cache, f"vit-{label}", ids, compute_vit)
+    vision = vision_features(vits, lambda i: data[i]["image"], n, ids, cache, device, image_size,
+                             cfg.batch_size)  # fmt: skip
     rows, bpb = [], {}
     for path in lms:
         lm = Path(path).name
@@ -172,11 +163,7 @@ def plot(cfg: PerturbConfig, rows, vits: list[str], path: Path) -> None:
         ax.errorbar(cfg.levels, mean, yerr=sem, marker="o", capsize=3, label=vit)
     ax.set_xlabel("caption perturbation u (%)")
     ax.set_ylabel(f"alignment ({cfg.metric})")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    finish_plot(fig, ax, path)
 
 
 if __name__ == "__main__":
