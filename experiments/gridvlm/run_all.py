@@ -14,7 +14,9 @@ pretrain, sft and vision once, then the VLM variants (each its own stage directo
     vlm-single         one Q/A per sample, the grid repeated (vs multi-instruction = vlm)
 
 then eval.py (every variant on the same validation grids) and probe.py (vlm and
-vlm-onehot). A finished stage (summary.json present) is skipped, an unfinished one resumed.
+vlm-onehot). A finished stage (summary.json present) is skipped, an unfinished one resumed;
+eval.py is skipped when it scored every finished variant on --grids grids, probe.py when
+the probe.json exists.
 Writes OUT/results.csv (one row per seed), OUT/table.md and OUT/table.csv (mean, std, n),
 OUT/summary.json (flat keys <metric>_mean / _std), OUT/accuracy.png (accuracy per model
 with std error bars) and OUT/probes.png (probe accuracy per position, encoder vs projector).
@@ -80,16 +82,32 @@ def one_seed(args, seed: int) -> dict:
         if tag in args.skip:
             continue
         stage(args, out, seed, "vlm", flags, tag)
-    _run([sys.executable, str(APP / "eval.py"), "--run", str(out), "--grids", str(args.grids)])
+    if not evaluated(out, args):
+        _run([sys.executable, str(APP / "eval.py"), "--run", str(out), "--grids", str(args.grids)])
     result = json.loads((out / "summary.json").read_text())
     for name in ("vlm", "vlm-onehot"):
-        if (out / name / "model").is_dir():
+        if (out / name / "model").is_dir() and not (out / name / "probe.json").is_file():
             _run([sys.executable, str(APP / "probe.py"), "--run", str(out), "--stage", name])
+        if (out / name / "probe.json").is_file():
             probe = json.loads((out / name / "probe.json").read_text())
             for kind, values in probe["per_position"].items():
                 result[f"probe_{name}_{kind}"] = values
                 result[f"probe_{name}_{kind}_mean"] = probe["mean"][kind]
     return result
+
+
+def evaluated(out: Path, args) -> bool:
+    """eval.py already scored every finished VLM variant on as many grids (not redone)."""
+    path = out / "summary.json"
+    if not path.is_file():
+        return False
+    summary = json.loads(path.read_text())
+    if summary.get("grids") != args.grids or "text_accuracy" not in summary:
+        return False
+    tags = [tag for tag in VARIANTS if tag not in args.skip
+            and ((out / (f"vlm-{tag}" if tag else "vlm")) / "summary.json").is_file()]  # fmt: skip
+    keys = [f"image_accuracy_{tag}" if tag else "image_accuracy" for tag in tags]
+    return all(key in summary for key in keys)
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
