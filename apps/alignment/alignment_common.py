@@ -104,3 +104,7 @@ def finish_plot(fig, ax, path: Path, legend: bool = True) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+# movies per split of the generated MM-IMDb miniature a missing --data-root gets
+MINIATURE_MOVIES = 256

@@ -123,9 +123,10 @@ class FinetuneConfig(RunOptions):
     )
     class_idx: int = arg(19, "genre of the binary task (index in the 23 genres; 19 = Western)",
                          ge=0, le=22)  # fmt: skip
-    train_ids: int = arg(1024, "labelled training movies (the first of the train split; 0 = all)",
-                         ge=0)  # fmt: skip
-    eval_ids: int = arg(1024, "dev and test movies (the first of each split; 0 = all)", ge=0)
+    train_ids: int = arg(0, "labelled training movies (the first of the train split; 0 = all; "
+                         "the paper: 1024)", ge=0)  # fmt: skip
+    eval_ids: int = arg(0, "dev and test movies (the first of each split; 0 = all; the paper: 1024)",
+                        ge=0)  # fmt: skip
     unlabeled: int = arg(0, "more train-split movies as unlabelled pairs (contrastive term only)",
                          ge=0)  # fmt: skip
     clip_weight: float = arg(1.0, "loss = BCE(text head) + clip_weight x InfoNCE", ge=0)

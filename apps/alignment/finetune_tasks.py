@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from alignment_common import fail, finish_plot
+from alignment_common import MINIATURE_MOVIES, fail, finish_plot
 from alignment_config import FinetuneConfig
 from torch import nn
 
@@ -50,14 +50,22 @@ class Pairs(torch.utils.data.Dataset):
         return {"image": item["image"], "caption": item["caption"], "label": self.labels[i]}
 
 
-def load_splits(cfg: FinetuneConfig, train_tf, eval_tf) -> dict[str, Any]:
-    """train (labelled + unlabelled), dev and test of the config (generated when absent)."""
-    from mm_data.alignment import MMIMDb, write_miniature
+def ensure_data(cfg: FinetuneConfig) -> Path:
+    """The data root; a generated MM-IMDb miniature is written there when it is absent."""
+    from mm_data.alignment import write_miniature
 
     root = Path(cfg.data_root)
     if not root.exists():
         print(f"[clip_finetune] writing a generated MM-IMDb miniature to {root}", flush=True)
-        write_miniature(root, per_split=96, seed=0)
+        write_miniature(root, per_split=MINIATURE_MOVIES, seed=0)
+    return root
+
+
+def load_splits(cfg: FinetuneConfig, train_tf, eval_tf) -> dict[str, Any]:
+    """train (labelled + unlabelled), dev and test of the config (generated when absent)."""
+    from mm_data.alignment import MMIMDb
+
+    root = ensure_data(cfg)
     try:
         full = MMIMDb(root, "train", load_images=False)
         n_lab = cfg.train_ids or len(full)
@@ -244,6 +252,7 @@ def run_sweep(cfg: FinetuneConfig) -> dict[str, Any]:
                  "); use another --out")  # fmt: skip
     sweep_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(record, {"base": base, "weights": list(cfg.sweep)})
+    ensure_data(cfg)  # once, before parallel trials could each start writing it
     done = {w for w in cfg.sweep if (sweep_dir / trial_name(w) / "summary.json").is_file()}
     pending = [w for w in cfg.sweep if w not in done]
     if done:

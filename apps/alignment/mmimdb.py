@@ -29,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from alignment_common import (
     DEMO_VIT,
+    MINIATURE_MOVIES,
     cached_features,
     demo_models,
     fail,
@@ -69,7 +70,7 @@ def run(cfg: MMIMDbConfig) -> dict[str, Any]:
     root = Path(cfg.data_root)
     if not root.exists():
         print(f"[mmimdb] writing a generated MM-IMDb miniature to {root}", flush=True)
-        write_miniature(root, per_split=96, seed=0, size=48)
+        write_miniature(root, per_split=MINIATURE_MOVIES, seed=0, size=48)
     try:
         splits = {}
         for split in ("train", "dev", "test"):
