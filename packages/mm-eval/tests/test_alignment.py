@@ -317,3 +317,11 @@ def test_layer_alignment_of_a_model_with_itself_peaks_at_one_on_the_diagonal():
     assert np.allclose(np.diag(result.scores), 1.0) and result.best == 1.0
     with pytest.raises(ValueError, match=r"\(N, layers, D\)"):
         layer_alignment(fa[:, 0], fa[:, 0])
+
+
+def test_the_package_exports_the_pair_and_layer_scores():
+    import mm_eval
+
+    a, b = related(30, seed=1)
+    assert mm_eval.alignment_score("mutual_knn", a, b, topk=4) == mutual_knn(a, b, topk=4)
+    assert mm_eval.layer_alignment is layer_alignment
