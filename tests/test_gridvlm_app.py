@@ -250,3 +250,17 @@ def test_batched_text_decoding_equals_one_prompt_at_a_time(pipeline, tasks, data
     alone = tasks.decode_accuracy(lm, tok, records, names, batch_size=1)
     assert batched["per_position"] == alone["per_position"]
     assert batched["examples"] == alone["examples"]
+
+
+def test_a_vlm_on_other_grids_builds_its_corpus_on_a_fresh_data_root(pipeline, tmp_path):
+    """--vlm.grids names a grid config whose data does not exist yet: it is written (with
+    the --data.config image grids the stage validates on) and the stage trains."""
+    out = tmp_path / "run"
+    for stage in ("pretrain", "sft"):
+        shutil.copytree(pipeline / stage, out / stage)
+    fresh = tmp_path / "fresh-data"
+    _train(fresh, ["--stage", "vlm", "--vlm.encoder", "onehot", "--vlm.grids", "qa3",
+                   "--tag", "qa3", "--out", str(out)])  # fmt: skip
+    summary = json.loads((out / "vlm-qa3" / "summary.json").read_text())
+    assert summary["grids"] == "qa3" and 0.0 <= summary["accuracy"] <= 1.0
+    assert any(fresh.rglob("*.jsonl"))  # the corpus was generated there
