@@ -235,7 +235,7 @@ def test_a_sweep_of_another_configuration_is_refused(mmimdb, tmp_path, capsys):
     base = [*FINETUNE_TINY, "--data-root", str(mmimdb), "--launcher", "local", "--out", str(out)]
     _finetune([*base, "--sweep", "0"])
     with pytest.raises(SystemExit) as info:
-        _finetune([*base, "--sweep", "0", "--lr", "0.001"])
+        _finetune([*base, "--sweep", "0", "--lr", "0.002"])  # the preset: 1e-3
     assert info.value.code == 2 and "lr" in capsys.readouterr().err
 
 
