@@ -108,3 +108,16 @@ def finish_plot(fig, ax, path: Path, legend: bool = True) -> None:
 
 # movies per split of the generated MM-IMDb miniature a missing --data-root gets
 MINIATURE_MOVIES = 256
+
+
+def start_measurement(cfg, tables: Sequence[str]):
+    """(out folder, device) of a measurement script: refuses a used --out, sets threads."""
+    import torch
+
+    from mm_train import resolve_device
+
+    out = Path(cfg.out)
+    refuse_existing(out, tables, cfg.overwrite)
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
+    return out, resolve_device(cfg.device)

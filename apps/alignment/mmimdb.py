@@ -34,7 +34,7 @@ from alignment_common import (
     demo_models,
     fail,
     finish_plot,
-    refuse_existing,
+    start_measurement,
     vision_features,
     vit_specs,
 )
@@ -60,13 +60,9 @@ def run(cfg: MMIMDbConfig) -> dict[str, Any]:
     from mm_eval.identifiability import write_results_csv
     from mm_eval.probes import multilabel_probe
     from mm_models.features import lm_features, load_lm
-    from mm_train import atomic_write_json, resolve_device
+    from mm_train import atomic_write_json
 
-    out = Path(cfg.out)
-    refuse_existing(out, TABLES, cfg.overwrite)
-    if cfg.threads > 0:
-        torch.set_num_threads(cfg.threads)
-    device = resolve_device(cfg.device)
+    out, device = start_measurement(cfg, TABLES)
     root = Path(cfg.data_root)
     if not root.exists():
         print(f"[mmimdb] writing a generated MM-IMDb miniature to {root}", flush=True)

@@ -33,7 +33,7 @@ from alignment_common import (
     demo_models,
     fail,
     finish_plot,
-    refuse_existing,
+    start_measurement,
     vision_features,
     vit_specs,
 )
@@ -72,20 +72,15 @@ def load_pairs(cfg: PerturbConfig, out: Path):
 
 def run(cfg: PerturbConfig) -> dict[str, Any]:
     import numpy as np
-    import torch
     from scipy import stats
 
     from mm_data.alignment import load_rewriter, word_similarity
     from mm_eval.alignment import layer_alignment
     from mm_eval.identifiability import write_results_csv
     from mm_models.features import lm_features, load_lm
-    from mm_train import atomic_write_json, resolve_device
+    from mm_train import atomic_write_json
 
-    out = Path(cfg.out)
-    refuse_existing(out, TABLES, cfg.overwrite)
-    if cfg.threads > 0:
-        torch.set_num_threads(cfg.threads)
-    device = resolve_device(cfg.device)
+    out, device = start_measurement(cfg, TABLES)
     data, n, ids = load_pairs(cfg, out)
     captions = data.captions[:n]
     if n <= cfg.topk:
