@@ -67,18 +67,16 @@ def load_splits(cfg: FinetuneConfig, train_tf, eval_tf) -> dict[str, Any]:
 
     root = ensure_data(cfg)
     try:
-        full = MMIMDb(root, "train", load_images=False)
+        full = MMIMDb(root, "train", transform=train_tf)
         n_lab = cfg.train_ids or len(full)
         if n_lab + cfg.unlabeled > len(full):
             fail(f"--train-ids {n_lab} + --unlabeled {cfg.unlabeled} exceed the {len(full)} "
                  f"usable train movies of {root}")  # fmt: skip
-        ids = full.ids[: n_lab + cfg.unlabeled] if cfg.clip_weight > 0 else full.ids[:n_lab]
-        train = MMIMDb(root, "train", ids=ids, transform=train_tf)
+        train = full.head(n_lab + cfg.unlabeled if cfg.clip_weight > 0 else n_lab)
         evals = {}
         for split in ("dev", "test"):
             data = MMIMDb(root, split, transform=eval_tf)
-            keep = data.ids[: cfg.eval_ids or len(data)]
-            evals[split] = MMIMDb(root, split, ids=keep, transform=eval_tf)
+            evals[split] = data.head(cfg.eval_ids or len(data))
     except (FileNotFoundError, ValueError) as error:
         fail(str(error))
     labels = train.labels[:, cfg.class_idx].clone()

@@ -71,8 +71,7 @@ def run(cfg: MMIMDbConfig) -> dict[str, Any]:
         splits = {}
         for split in ("train", "dev", "test"):
             data = MMIMDb(root, split, load_images=False)
-            splits[split] = MMIMDb(root, split, ids=data.ids[: cfg.ids or len(data)],
-                                   load_images=False)  # fmt: skip
+            splits[split] = data.head(cfg.ids or len(data))
     except (FileNotFoundError, ValueError) as error:
         fail(str(error))
     if cfg.demo:

@@ -44,6 +44,17 @@ def test_an_id_list_restricts_and_orders_the_split(root):
         MMIMDb(root, "train", ids=["9999999"], load_images=False)
 
 
+def test_head_is_the_first_movies_without_a_second_read(root):
+    full = MMIMDb(root, "test", transform=lambda im: torch.tensor(im.size))
+    first = full.head(5)
+    want = MMIMDb(root, "test", ids=full.ids[:5], transform=full.transform)
+    assert first.ids == want.ids and first.captions == want.captions
+    assert torch.equal(first.labels, want.labels) and len(full) > 5
+    assert torch.equal(first[4]["image"], want[4]["image"])
+    with pytest.raises(IndexError):
+        first[5]
+
+
 def test_bad_roots_and_files_are_named(root, tmp_path):
     with pytest.raises(FileNotFoundError, match=r"no split\.json"):
         MMIMDb(tmp_path, "train")

@@ -15,6 +15,7 @@ generated copy in the same layout, for tests and the CPU demo.
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -103,6 +104,14 @@ class MMIMDb(Dataset):
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    def head(self, n: int) -> MMIMDb:
+        """The first ``n`` movies of this split, without reading any file again."""
+        if n < 0:
+            raise ValueError(f"n must be >= 0, got {n}")
+        first = copy.copy(self)
+        first.ids, first.captions, first.labels = self.ids[:n], self.captions[:n], self.labels[:n]
+        return first
 
     def image(self, i: int) -> Image.Image:
         path = self.root / "dataset" / f"{self.ids[i]}.jpeg"
