@@ -72,8 +72,9 @@ def run(cfg: EmergenceConfig) -> dict[str, Any]:
         eval_fn=sweep.eval_fn,
         desc=f"emergence ({sweep.num_encoders} encoders)",
     )
-    accuracy = sweep.accuracy_rows()
-    alignment = measure_alignment(cfg, sweep)
+    val = sweep.accuracies("val")  # the trained encoders' validation accuracy, once
+    accuracy = sweep.accuracy_rows(val)
+    alignment = measure_alignment(cfg, sweep, val)
     summary = {
         **summarise(cfg, alignment),
         "encoders": sweep.num_encoders,

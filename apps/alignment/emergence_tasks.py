@@ -148,9 +148,10 @@ class Sweep:
         return {"val_acc_x1": float(acc1.mean()),
                 "val_acc_x2": float(torch.cat(list(acc2.values())).mean())}  # fmt: skip
 
-    def accuracy_rows(self) -> list[dict[str, Any]]:
+    def accuracy_rows(self, val) -> list[dict[str, Any]]:
+        """One row per encoder: ``val`` is `accuracies("val")` of the trained sweep."""
         rows = []
-        val1, val2 = self.accuracies("val")
+        val1, val2 = val
         test1, test2 = self.accuracies("test")
         for e, (seed, u) in enumerate(self.x1_members):
             rows.append({"modality": 1, "seed": seed, "u": u, "dphi": "", "depth": 1,
@@ -179,12 +180,13 @@ class Sweep:
 # ----------------------------------------------------------------------- alignment
 
 
-def measure_alignment(cfg: EmergenceConfig, sweep: Sweep) -> list[dict[str, Any]]:
-    """Best-layer-pair alignment of each modality-2 encoder with its modality-1 partner."""
+def measure_alignment(cfg: EmergenceConfig, sweep: Sweep, val) -> list[dict[str, Any]]:
+    """Best-layer-pair alignment of each modality-2 encoder with its modality-1 partner
+    (``val``: `Sweep.accuracies("val")`, recorded beside each pair)."""
     from mm_eval.alignment import layer_alignment
 
     h1, h2 = sweep.hidden()
-    acc1, acc2 = sweep.accuracies("val")
+    acc1, acc2 = val
     partner = {member: e for e, member in enumerate(sweep.x1_members)}
     rows = []
     for metric in cfg.metrics:
