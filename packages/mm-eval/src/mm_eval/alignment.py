@@ -158,20 +158,14 @@ def _edit_from_indices(ia: torch.Tensor, ib: torch.Tensor) -> float:
     return 1.0 - mean / ia.shape[1]
 
 
-def _knn_pair(a, b, topk, block_size):
-    _check_pair(a, b)
-    _check_topk(topk, a.shape[0])
-    return knn_indices(a, topk, block_size), knn_indices(b, topk, block_size)
-
-
 def mutual_knn(a: torch.Tensor, b: torch.Tensor, topk: int = 10, block_size: int = 4096) -> float:
     """Mean over samples of |kNN_A(i) & kNN_B(i)| / topk, in [0, 1]."""
-    return _mutual_from_indices(*_knn_pair(a, b, topk, block_size))
+    return _score("mutual_knn", a, b, {"topk": topk, "block_size": block_size})
 
 
 def cycle_knn(a: torch.Tensor, b: torch.Tensor, topk: int = 10, block_size: int = 4096) -> float:
     """Fraction of samples i found among the A-neighbours of some B-neighbour of i."""
-    return _cycle_from_indices(*_knn_pair(a, b, topk, block_size))
+    return _score("cycle_knn", a, b, {"topk": topk, "block_size": block_size})
 
 
 def lcs_knn(
@@ -182,14 +176,15 @@ def lcs_knn(
     block_size: int = 4096,
 ) -> float:
     """Mean longest common subsequence of the ordered kNN lists (raw, or / topk)."""
-    return _lcs_from_indices(*_knn_pair(a, b, topk, block_size), normalize)
+    opts = {"topk": topk, "block_size": block_size, "normalize_lcs": normalize}
+    return _score("lcs_knn", a, b, opts)
 
 
 def edit_distance_knn(
     a: torch.Tensor, b: torch.Tensor, topk: int = 10, block_size: int = 4096
 ) -> float:
     """1 - mean Levenshtein distance between the ordered kNN lists / topk."""
-    return _edit_from_indices(*_knn_pair(a, b, topk, block_size))
+    return _score("edit_distance_knn", a, b, {"topk": topk, "block_size": block_size})
 
 
 # ------------------------------------------------------------------------------ kernels
@@ -262,10 +257,8 @@ def cka(
     ``clip_hsic=True`` reads negative HSIC estimates as 0 and drops ``eps`` (0 for a zero
     denominator), which keeps the unbiased estimate in [0, 1] on small samples.
     """
-    _check_pair(a, b)
-    k, l = _kernel(a, kernel, sigma), _kernel(b, kernel, sigma)  # noqa: E741
-    hsic = hsic_unbiased if unbiased else hsic_biased
-    return _cka_ratio(hsic(k, l), hsic(k, k), hsic(l, l), eps, clip_hsic)
+    opts = {"kernel": kernel, "sigma": sigma, "eps": eps, "clip_hsic": clip_hsic}
+    return _score("unbiased_cka" if unbiased else "cka", a, b, opts)
 
 
 def unbiased_cka(a: torch.Tensor, b: torch.Tensor, **kwargs) -> float:
@@ -292,16 +285,7 @@ def cknna(a: torch.Tensor, b: torch.Tensor, topk: int | None = None, eps: float 
     n = a.shape[0]
     topk = n - 1 if topk is None else topk
     _check_topk(topk, n)
-    k, l = _kernel(a, "linear", 1.0), _kernel(b, "linear", 1.0)  # noqa: E741
-    mk, ml = _topk_mask(k, topk), _topk_mask(l, topk)
-    return _cknna_ratio(k, l, mk, ml, hsic_unbiased(mk * k, mk * k), hsic_unbiased(ml * l, ml * l),
-                        eps)  # fmt: skip
-
-
-def _cknna_ratio(k, l, mk, ml, kk, ll, eps) -> float:  # noqa: E741
-    mask = mk * ml
-    kl = hsic_unbiased(mask * k, mask * l)
-    return float(kl) / (math.sqrt(float(kk) * float(ll)) + eps)
+    return _score("cknna", a, b, {"topk": topk, "eps": eps})
 
 
 # ------------------------------------------------------------------------------- SVCCA
@@ -329,8 +313,7 @@ def _svcca_from_bases(ua: np.ndarray, ub: np.ndarray) -> float:
 
 def svcca(a: torch.Tensor, b: torch.Tensor, cca_dim: int = 10) -> float:
     """Standardise, keep the top ``cca_dim`` left singular vectors, mean CCA correlation."""
-    _check_pair(a, b)
-    return _svcca_from_bases(_svcca_basis(a, cca_dim), _svcca_basis(b, cca_dim))
+    return _score("svcca", a, b, {"cca_dim": cca_dim})
 
 
 # ------------------------------------------------------------------------- one pair API
@@ -435,28 +418,22 @@ class LayerAlignment:
         return self.layers_a[i], self.layers_b[j]
 
 
-class _Side:
-    """What a metric needs from each layer of one model, computed once per layer."""
-
-    def __init__(self, metric: str, layers: list[torch.Tensor], opts: dict) -> None:
-        self.items = [self._prepare(metric, x, opts) for x in layers]
-
-    @staticmethod
-    def _prepare(metric: str, x: torch.Tensor, opts: dict):
-        if metric in KNN_METRICS:
-            return knn_indices(x, opts["topk"], opts["block_size"])
-        if metric == "svcca":
-            return _svcca_basis(x, opts.get("cca_dim", 10))
-        k = _kernel(x, opts.get("kernel", "linear") if metric != "cknna" else "linear",
-                    opts.get("sigma", 1.0))  # fmt: skip
-        if metric == "cknna":
-            mask = _topk_mask(k, opts["topk"])
-            return k, mask, hsic_unbiased(mask * k, mask * k)
-        if metric == "cka":
-            centred = _center(k)
-            return centred, (centred * centred).sum()
-        kt = _zero_diagonal(k)
-        return kt, kt.sum(), kt.sum(dim=1), hsic_unbiased(k, k)
+def _prepare(metric: str, x: torch.Tensor, opts: dict):
+    """What ``metric`` needs from one feature matrix: computed once, reused for every pair."""
+    if metric in KNN_METRICS:
+        return knn_indices(x, opts["topk"], opts.get("block_size", 4096))
+    if metric == "svcca":
+        return _svcca_basis(x, opts.get("cca_dim", 10))
+    k = _kernel(x, opts.get("kernel", "linear") if metric != "cknna" else "linear",
+                opts.get("sigma", 1.0))  # fmt: skip
+    if metric == "cknna":  # the kernel, its top-k mask, and its own masked self-HSIC
+        mask = _topk_mask(k, opts["topk"])
+        return k, mask, hsic_unbiased(mask * k, mask * k)
+    if metric == "cka":
+        centred = _center(k)
+        return centred, (centred * centred).sum()
+    kt = _zero_diagonal(k)
+    return kt, kt.sum(), kt.sum(dim=1), hsic_unbiased(k, k)
 
 
 def _pair_score(metric: str, x, y, n: int, opts: dict) -> float:
@@ -471,13 +448,21 @@ def _pair_score(metric: str, x, y, n: int, opts: dict) -> float:
     if metric == "svcca":
         return _svcca_from_bases(x, y)
     eps, clip = opts.get("eps", 1e-6), opts.get("clip_hsic", False)
-    if metric == "cknna":
-        return _cknna_ratio(x[0], y[0], x[1], y[1], x[2], y[2], eps)
+    if metric == "cknna":  # both masks select the pairs; each self-term used its own mask
+        mask = x[1] * y[1]
+        kl = hsic_unbiased(mask * x[0], mask * y[0])
+        return float(kl) / (math.sqrt(float(x[2]) * float(y[2])) + eps)
     if metric == "cka":  # tr(KHLH) = <HKH, HLH> (H is idempotent)
         return _cka_ratio((x[0] * y[0]).sum(), x[1], y[1], eps, clip)
     kt, lt = x[0], y[0]  # symmetric kernels: HSIC_u from per-layer sums, one product per pair
     kl = (kt * lt).sum() + x[1] * y[1] / ((n - 1) * (n - 2)) - 2 * (x[2] * y[2]).sum() / (n - 2)
     return _cka_ratio(kl / (n * (n - 3)), x[3], y[3], eps, clip)
+
+
+def _score(metric: str, a: torch.Tensor, b: torch.Tensor, opts: dict) -> float:
+    """One pair scored through the same per-side preparation as `layer_alignment`."""
+    _check_pair(a, b)
+    return _pair_score(metric, _prepare(metric, a, opts), _prepare(metric, b, opts), len(a), opts)
 
 
 def layer_alignment(
@@ -509,11 +494,9 @@ def layer_alignment(
     if metric in (*KNN_METRICS, "cknna"):
         _check_topk(topk, n)
     opts = {**kwargs, "topk": topk, "block_size": block_size}
-    side_a = _Side(metric, prepare_layers(feats_a, q, precise, concat), opts)
-    side_b = _Side(metric, prepare_layers(feats_b, q, precise, concat), opts)
-    scores = np.array(
-        [[_pair_score(metric, x, y, n, opts) for y in side_b.items] for x in side_a.items]
-    )
+    side_a = [_prepare(metric, x, opts) for x in prepare_layers(feats_a, q, precise, concat)]
+    side_b = [_prepare(metric, x, opts) for x in prepare_layers(feats_b, q, precise, concat)]
+    scores = np.array([[_pair_score(metric, x, y, n, opts) for y in side_b] for x in side_a])
     first = [-1] if concat else []
     return LayerAlignment(
         metric,
