@@ -114,6 +114,43 @@ def test_mlp_eval_writes_results_csv(mlp_run, evaluate, tmp_path):
     assert result["hz2/m2/r2_nonlinear"] == pytest.approx(float(rows[-1]["r2_nonlinear"]))
 
 
+def test_intervention_eval_scores_the_content_that_entered_the_mixing(mlp_run, evaluate, tmp_path):
+    out, _ = mlp_run
+    evaluation = _load("identifiability_evaluation")
+    tasks = _load("identifiability_tasks")
+    from mm_train import load_config
+
+    cfg = load_config(tasks.IdentifiabilityConfig, out / "config.json")
+    latents, f1, f2, _ = tasks.load_trained_simulation(out, cfg)
+    x1, x2, targets = evaluation.simulation_sets(
+        latents, f1, f2, 50, torch.Generator().manual_seed(0), intervene=True
+    )
+    assert list(targets) == ["c", "c_prime", "s", "s_tilde", "m1", "m2"]
+    # inverting the views gives back c' (not c) and the original style
+    z1, z2 = f1.inverse(x1).double().numpy(), f2.inverse(x2).double().numpy()
+    np.testing.assert_allclose(z1[:, :2], targets["c_prime"], atol=1e-4)
+    np.testing.assert_allclose(z2[:, :2], targets["c_prime"], atol=1e-4)
+    np.testing.assert_allclose(z1[:, 2:4], targets["s"], atol=1e-4)
+    assert np.abs(targets["c"] - targets["c_prime"]).max() > 0.1
+    result = evaluate(["--run", str(out), *TINY_EVAL, "--out", str(tmp_path), "--intervention"])
+    rows = _rows(tmp_path / "results_intervention.csv")
+    assert [(r["encoder"], r["target"]) for r in rows] == [
+        (e, t) for e in ("hz1", "hz2") for t in ("c", "c_prime", "s", "s_tilde", "m1", "m2")
+    ]
+    assert result["intervention/hz1/c_prime/r2_linear"] == pytest.approx(
+        float(rows[1]["r2_linear"])
+    )
+    assert not (tmp_path / "results.csv").exists()  # the plain table is another call
+
+
+def test_intervention_needs_an_mlp_run(imgtxt_run, evaluate, capsys):
+    out, _ = imgtxt_run
+    with pytest.raises(SystemExit) as info:
+        evaluate(["--run", str(out), *TINY_EVAL, "--intervention"])
+    assert info.value.code == 2
+    assert "--intervention needs an mlp run" in capsys.readouterr().err
+
+
 def test_eval_is_reproducible_and_picks_the_regressor(mlp_run, evaluate, tmp_path):
     out, _ = mlp_run
     args = ["--run", str(out), *TINY_EVAL]
@@ -187,7 +224,7 @@ def test_eval_of_a_missing_run_names_config_json(evaluate, tmp_path, capsys):
         (["--style-change-prob", "1.5"], "--style-change-prob 1.5: must be in [0, 1]"),
         (["--batch-size", "0"], "--batch-size 0: must be >= 1"),
         (["--batch-size", "1"], "--batch-size 1: contrastive training needs at least 2"),
-        (["--equal-covariances"], "--equal-covariances needs --statistical-dependence"),
+        (["--covariances", "same"], "--covariances"),
         (["--hidden-multipliers", "4,0"], "--hidden-multipliers 4,0: must be >= 1"),
         (["--experiment", "imgtxt", "--datapath", "nowhere"], "--datapath nowhere does not exist"),
     ],
@@ -201,15 +238,20 @@ def test_bad_values_exit_2_before_writing(train, tmp_path, capsys, flags, messag
     assert not out.exists()
 
 
-def test_equal_covariances_round_trip_through_the_saved_mixing(train, tmp_path):
-    from mm_data.identifiability import LatentModel, load_mixing
+def test_the_latent_model_round_trips_through_the_saved_mixing(train, tmp_path):
+    from mm_data.identifiability import LatentModel, load_latent_params, load_mixing
 
-    args = [*TINY_MLP, "--steps", "2", "--statistical-dependence", "--equal-covariances"]
-    train([*args, "--out", str(tmp_path)])
-    _, _, latent_cfg = load_mixing(tmp_path / "mixing.pt")
-    assert latent_cfg.statistical_dependence and latent_cfg.equal_covariances
-    model = LatentModel(latent_cfg)  # what eval.py rebuilds: one draw for every block
-    assert torch.equal(model.cov_style, model.cov_style_change)
+    args = [*TINY_MLP, "--steps", "2", "--statistical-dependence", "--content-dependent-style"]
+    train([*args, "--out", str(tmp_path / "eq")])
+    _, _, latent_cfg = load_mixing(tmp_path / "eq" / "mixing.pt")
+    assert latent_cfg.statistical_dependence and latent_cfg.covariances == "equal"  # default
+    saved = load_latent_params(tmp_path / "eq" / "mixing.pt")
+    assert torch.equal(saved["cov_style"], saved["cov_style_change"])  # one draw per size
+    drawn = LatentModel(latent_cfg).parameters()
+    assert all(torch.equal(saved[k], drawn[k]) for k in ("cov_content", "B", "a"))
+    train([*args, "--covariances", "independent", "--out", str(tmp_path / "ind")])
+    saved = load_latent_params(tmp_path / "ind" / "mixing.pt")
+    assert not torch.allclose(saved["cov_style"], saved["cov_style_change"])
 
 
 @pytest.mark.parametrize("preset", sorted(p.stem for p in (APP / "presets").glob("*.toml")))
@@ -229,7 +271,7 @@ def test_help_lists_every_flag_with_defaults(capsys):
         _load("train").main(["--help"])
     text = capsys.readouterr().out
     for flag in ("--style-change-prob", "--statistical-dependence", "--content-dependent-style",
-                 "--equal-covariances",
+                 "--covariances",
                  "--shared-mixing", "--shared-encoder", "--encoding-size", "--c-param", "--tau",
                  "--clip-grad", "--datapath", "--resume", "--threads"):  # fmt: skip
         assert flag in text, flag

@@ -20,11 +20,8 @@ copies the headline numbers into DIR/summary.json.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from identifiability_config import EvalConfig
 

@@ -5,6 +5,7 @@ Importable without torch: `--help` and every config error answer before the mode
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -42,10 +43,11 @@ class IdentifiabilityConfig(RunOptions):
     c_param: float = arg(1.0, "std of the style change eps", ge=0)
     statistical_dependence: bool = arg(False, "Wishart covariances within c, s, m1, m2 and eps")
     content_dependent_style: bool = arg(False, "s <- s + B c + a (causal dependence of style on c)")
-    equal_covariances: bool = arg(
-        False,
-        "with --statistical-dependence: one Wishart draw shared by all blocks "
-        "(the original code's identical seeding) instead of independent draws",
+    covariances: Literal["equal", "independent"] = arg(
+        "equal",
+        "with --statistical-dependence: equal = one Wishart draw shared by every block of a "
+        "size (the original code's identical seeding, the model behind the published "
+        "numbers); independent = a draw of its own per block",
     )
     n_mixing_layer: int = arg(3, "layers of the mixing MLPs f1, f2", ge=1)
     shared_mixing: bool = arg(False, "f2 is f1")
@@ -80,8 +82,6 @@ class IdentifiabilityConfig(RunOptions):
             raise ValueError(
                 f"--batch-size {self.batch_size}: contrastive training needs at least 2"
             )
-        if self.equal_covariances and not self.statistical_dependence:
-            raise ValueError("--equal-covariances needs --statistical-dependence")
         if self.experiment == "imgtxt" and not Path(self.datapath).is_dir():
             raise ValueError(
                 f"--datapath {self.datapath} does not exist; generate a corpus with "
@@ -112,15 +112,25 @@ class EvalConfig:
     threads: int = arg(0, "torch CPU threads; 0 = torch's default", ge=0)
     device: Literal["auto", "cpu", "cuda"] = arg("auto", "device")
     seed: int = arg(1, "seed of the val/test draws and predictors")
+    intervention: bool = arg(
+        False,
+        "mlp: the test-time intervention: the content entering the mixing is another "
+        "sample's (style keeps its dependence on the original); writes "
+        "results_intervention.csv with targets c, c_prime, s, s_tilde, m1, m2",
+    )
 
     def validate(self) -> None:
         """--run names a train.py output directory."""
         if not self.run:
             raise ValueError("pass --run DIR, the output directory of train.py")
-        if not (Path(self.run) / "config.json").is_file():
+        config = Path(self.run) / "config.json"
+        if not config.is_file():
             raise ValueError(
                 f"--run {self.run} has no config.json; is it a train.py output directory?"
             )
+        experiment = json.loads(config.read_text()).get("experiment")
+        if self.intervention and experiment != "mlp":
+            raise ValueError(f"--intervention needs an mlp run; {self.run} is {experiment}")
 
 
 @dataclass

@@ -15,9 +15,9 @@ from identifiability_tasks import (
     IdentifiabilityConfig,
     PairDataset,
     load_imgtxt_run,
-    load_run_config,
     load_trained_simulation,
     mixed_views,
+    open_split,
 )
 from threadpoolctl import threadpool_limits
 
@@ -28,9 +28,10 @@ from mm_eval.identifiability import (
     plot_identifiability_heatmap,
     write_results_csv,
 )
-from mm_train import atomic_write_json, resolve_device
+from mm_train import atomic_write_json, load_config, resolve_device
 
 MLP_COLUMNS = ["encoder", "target", "r2_linear", "r2_nonlinear", "nonlinear"]
+SIM_TARGETS = ("c", "s", "s_tilde", "m1", "m2")
 IMGTXT_COLUMNS = [
     "modality", "factor_name", "factor_type", "r2_linreg", "r2_krreg", "acc_logreg", "acc_mlp",
     "chance", "nonlinear",
@@ -54,24 +55,31 @@ def encode(encoder: torch.nn.Module, x: torch.Tensor, batch: int, device) -> np.
 # --------------------------------------------------------------------- numerical simulation
 
 
-def simulation_sets(latents: LatentModel, f1, f2, n: int, generator: torch.Generator):
-    """(x1, x2, targets) of n fresh pairs; targets maps name -> [n, dim] array (dim > 0)."""
-    batch, x1, x2 = mixed_views(latents, f1, f2, n, generator)
-    names = ("c", "s", "s_tilde", "m1", "m2")
+def simulation_sets(
+    latents: LatentModel, f1, f2, n: int, generator: torch.Generator, intervene: bool = False
+):
+    """(x1, x2, targets) of n fresh pairs; targets maps name -> [n, dim] array (dim > 0).
+    Under `intervene` the targets also hold c_prime, the content that entered the mixing."""
+    batch, x1, x2 = mixed_views(latents, f1, f2, n, generator, intervene=intervene)
+    names = ("c", "c_prime", "s", "s_tilde", "m1", "m2") if intervene else SIM_TARGETS
     targets = {k: getattr(batch, k).double().numpy() for k in names}
     return x1, x2, {k: v for k, v in targets.items() if v.shape[1] > 0}
 
 
-def evaluate_simulation(cfg: EvalConfig, run: Path, train_cfg: IdentifiabilityConfig):
-    """Rows (encoder, target, r2_linear, r2_nonlinear, nonlinear) of an mlp run."""
+def evaluate_simulation(
+    cfg: EvalConfig, run: Path, train_cfg: IdentifiabilityConfig, intervene: bool = False
+):
+    """Rows (encoder, target, r2_linear, r2_nonlinear, nonlinear) of an mlp run; with
+    `intervene` the predictors are fit and scored on intervened pairs."""
     latents, f1, f2, model = load_trained_simulation(run, train_cfg)
     device = resolve_device(cfg.device)
     model.to(device).eval()
     generator = torch.Generator().manual_seed(10_000 + cfg.seed)
-    val = simulation_sets(latents, f1, f2, cfg.val_samples, generator)
-    test = simulation_sets(latents, f1, f2, cfg.test_samples, generator)
+    val = simulation_sets(latents, f1, f2, cfg.val_samples, generator, intervene)
+    test = simulation_sets(latents, f1, f2, cfg.test_samples, generator, intervene)
     kind = nonlinear_kind(cfg, cfg.val_samples)
     rows = []
+    label = "intervention: " if intervene else ""
     for name, encoder, view in (("hz1", model.g1, 0), ("hz2", model.g2, 1)):
         h_val = encode(encoder, val[view], cfg.batch_size, device)
         h_test = encode(encoder, test[view], cfg.batch_size, device)
@@ -81,7 +89,7 @@ def evaluate_simulation(cfg: EvalConfig, run: Path, train_cfg: IdentifiabilityCo
         ):
             rows.append({**row, "nonlinear": kind})
             print(
-                f"{name} -> {row['target']:8s} R2 linear {row['r2_linear']:.3f}  "
+                f"{label}{name} -> {row['target']:8s} R2 linear {row['r2_linear']:.3f}  "
                 f"nonlinear {row['r2_nonlinear']:.3f}",
                 flush=True,
             )
@@ -89,18 +97,6 @@ def evaluate_simulation(cfg: EvalConfig, run: Path, train_cfg: IdentifiabilityCo
 
 
 # --------------------------------------------------------------------------- image/text
-
-
-def open_eval_split(root: Path, split: str, vocab, max_len: int, image_size: int):
-    """A val/test split read with the run's vocabulary; errors name the split directory."""
-    if not root.is_dir():
-        raise FileNotFoundError(f"data directory {root} does not exist")
-    try:
-        return Multimodal3DIdent(
-            root, split, vocab=vocab, max_len=max_len, image_size=image_size or None
-        )
-    except ValueError as err:
-        raise ValueError(f"{root / split}: {err}") from err
 
 
 @torch.no_grad()
@@ -142,8 +138,8 @@ def evaluate_imgtxt(cfg: EvalConfig, run: Path, train_cfg: IdentifiabilityConfig
     device = resolve_device(cfg.device)
     model, vocab, max_len = load_imgtxt_run(run, train_cfg, device)
     root = Path(cfg.datapath or train_cfg.datapath)
-    val = open_eval_split(root, "val", vocab, max_len, train_cfg.image_size)
-    test = open_eval_split(root, "test", vocab, max_len, train_cfg.image_size)
+    val = open_split(root, "val", vocab, max_len, train_cfg.image_size)
+    test = open_split(root, "test", vocab, max_len, train_cfg.image_size)
     encodings = {"val": encode_split(model, val, cfg.batch_size, device)}
     encodings["test"] = encode_split(model, test, cfg.batch_size, device)
     kind = nonlinear_kind(cfg, len(val))
@@ -175,28 +171,36 @@ def flat_summary(rows: list[dict], row_keys, metric_keys) -> dict[str, float]:
 
 
 def evaluate(cfg: EvalConfig) -> dict[str, Any]:
-    """Evaluate the run of `cfg`; writes results.csv, the heatmap and the summaries."""
+    """Evaluate the run of `cfg`; writes results.csv (results_intervention.csv under
+    --intervention), the heatmap and the summaries."""
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
         threadpool_limits(cfg.threads)  # numpy/scikit-learn BLAS and OpenMP pools too
     run = Path(cfg.run)
-    train_cfg = load_run_config(run)
+    train_cfg = load_config(IdentifiabilityConfig, Path(run) / "config.json")
     started = time.perf_counter()
     if train_cfg.experiment == "mlp":
-        rows, columns, row_keys, metric_keys = evaluate_simulation(cfg, run, train_cfg)
+        rows, columns, row_keys, metric_keys = evaluate_simulation(
+            cfg, run, train_cfg, intervene=cfg.intervention
+        )
     else:
         rows, columns, row_keys, metric_keys = evaluate_imgtxt(cfg, run, train_cfg)
     out = Path(cfg.out) if cfg.out else run
-    write_results_csv(rows, out / "results.csv", columns=columns)
+    stem = "results_intervention" if cfg.intervention else "results"
+    write_results_csv(rows, out / f"{stem}.csv", columns=columns)
     plot_identifiability_heatmap(
-        rows, out / "results_heatmap.png", row_keys=row_keys, metric_keys=metric_keys,
-        title=f"{train_cfg.experiment}: {run.name}",
+        rows, out / f"{stem}_heatmap.png", row_keys=row_keys, metric_keys=metric_keys,
+        title=f"{train_cfg.experiment}: {run.name}" + (" (intervention)" if cfg.intervention else ""),
     )  # fmt: skip
     summary = flat_summary(rows, row_keys, metric_keys)
-    summary["eval_seconds"] = time.perf_counter() - started
-    atomic_write_json(out / "eval_summary.json", summary)
+    if cfg.intervention:
+        summary = {f"intervention/{k}": v for k, v in summary.items()}
+    summary[f"{stem.replace('results', 'eval')}_seconds"] = time.perf_counter() - started
+    atomic_write_json(
+        out / f"eval_summary{'_intervention' if cfg.intervention else ''}.json", summary
+    )
     train_summary = out / "summary.json"
     merged = json.loads(train_summary.read_text()) if train_summary.is_file() else {}
     atomic_write_json(train_summary, {**merged, **summary})
-    print(f"results: {out / 'results.csv'}  heatmap: {out / 'results_heatmap.png'}")
+    print(f"results: {out / f'{stem}.csv'}  heatmap: {out / f'{stem}_heatmap.png'}")
     return {"rows": rows, **summary}

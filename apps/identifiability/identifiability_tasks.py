@@ -15,7 +15,6 @@ Two experiments:
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -42,6 +41,7 @@ from mm_data.identifiability import (
     LatentModel,
     Multimodal3DIdent,
     Vocabulary,
+    load_latent_params,
     load_mixing,
     make_mixing,
     one_hot,
@@ -52,7 +52,6 @@ from mm_models.identifiability_imgtxt import ConvTextEncoder, ResNetImageEncoder
 from mm_train import (
     OnlineSampler,
     atomic_write_json,
-    load_config,
     load_model_weights,
     make_dataloader,
     worker_seed,
@@ -69,14 +68,6 @@ def learning_rate(cfg: IdentifiabilityConfig) -> float:
     return cfg.lr if cfg.lr > 0 else PAPER_LR[cfg.experiment]
 
 
-def load_run_config(run: str | Path) -> IdentifiabilityConfig:
-    """The resolved training config of a run directory (DIR/config.json)."""
-    path = Path(run) / "config.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist; is {run} a train.py output directory?")
-    return load_config(IdentifiabilityConfig, path)
-
-
 # --------------------------------------------------------------------- numerical simulation
 
 
@@ -90,26 +81,17 @@ def latent_config(cfg: IdentifiabilityConfig) -> LatentConfig:
         c_param=cfg.c_param,
         statistical_dependence=cfg.statistical_dependence,
         content_dependent_style=cfg.content_dependent_style,
-        equal_covariances=cfg.equal_covariances,
+        covariances=cfg.covariances,
         seed=cfg.seed,
     )
 
 
-def _save_mixing_atomically(path: Path, f1, f2, latent_cfg: LatentConfig) -> None:
-    """save_mixing into a temp file beside `path`, then rename it over `path` (atomic)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        save_mixing(tmp, f1, f2, latent_cfg)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def mixing_for_run(
     cfg: IdentifiabilityConfig, out: Path, *, write: bool
-) -> tuple[InvertibleMLP, InvertibleMLP]:
-    """The run's frozen mixing functions: loaded from out/mixing.pt when present, else drawn
-    from the seed (and saved when `write`, i.e. on the main process)."""
+) -> tuple[LatentModel, InvertibleMLP, InvertibleMLP]:
+    """The run's latent model and frozen mixing functions: loaded from out/mixing.pt when
+    present (the latent parameters saved there too), else drawn from the seed (and saved
+    when `write`, i.e. on the main process)."""
     path = out / MIXING_FILE
     latent_cfg = latent_config(cfg)
     if path.is_file():
@@ -119,13 +101,14 @@ def mixing_for_run(
                 f"{path} was written for another latent model ({saved}); this run has "
                 f"{latent_cfg}. Use a fresh --out or the run's original flags."
             )
-        return f1, f2
+        return LatentModel(latent_cfg, params=load_latent_params(path)), f1, f2
+    latents = LatentModel(latent_cfg)
     f1, f2 = make_mixing(
         latent_cfg.view_dim, n_layers=cfg.n_mixing_layer, shared=cfg.shared_mixing, seed=cfg.seed
     )
     if write:
-        _save_mixing_atomically(path, f1, f2, latent_cfg)
-    return f1, f2
+        save_mixing(path, f1, f2, latent_cfg, latent_params=latents.parameters())
+    return latents, f1, f2
 
 
 class SimulationEncoders(nn.Module):
@@ -149,9 +132,10 @@ def load_trained_simulation(
     run: Path, cfg: IdentifiabilityConfig
 ) -> tuple[LatentModel, InvertibleMLP, InvertibleMLP, SimulationEncoders]:
     """(latent model, f1, f2, encoders with the run's latest weights, on CPU) of an mlp run;
-    the latent model is rebuilt from the config saved with the mixing."""
-    f1, f2, saved = load_mixing(run / MIXING_FILE, expected_cfg=latent_config(cfg))
-    latents = LatentModel(saved if saved is not None else latent_config(cfg))
+    the latent model is the one saved with the mixing."""
+    if not (run / MIXING_FILE).is_file():
+        raise FileNotFoundError(f"{run / MIXING_FILE} does not exist: the run lacks its mixing")
+    latents, f1, f2 = mixing_for_run(cfg, run, write=False)
     encoders = SimulationEncoders(cfg)
     load_model_weights(encoders, run, map_location="cpu")
     return latents, f1, f2, encoders
@@ -159,10 +143,16 @@ def load_trained_simulation(
 
 @torch.no_grad()
 def mixed_views(
-    latents: LatentModel, f1: nn.Module, f2: nn.Module, n: int, generator: torch.Generator
+    latents: LatentModel,
+    f1: nn.Module,
+    f2: nn.Module,
+    n: int,
+    generator: torch.Generator,
+    intervene: bool = False,
 ) -> tuple[Any, torch.Tensor, torch.Tensor]:
-    """(latent batch, x1 = f1(z1), x2 = f2(z2)) of n fresh pairs."""
-    batch = latents.sample(n, generator=generator)
+    """(latent batch, x1 = f1(z1), x2 = f2(z2)) of n fresh pairs (on the generator's device);
+    `intervene`: the content entering the mixing is another sample's (LatentModel.sample)."""
+    batch = latents.sample(n, generator=generator, intervene=intervene)
     return batch, f1(batch.z1), f2(batch.z2)
 
 
@@ -215,21 +205,26 @@ class PairDataset(torch.utils.data.Dataset):
 
 
 def open_split(
-    cfg: IdentifiabilityConfig,
+    root: str | Path,
     split: str,
     vocab: Vocabulary | None = None,
     max_len: int | None = None,
+    image_size: int = 0,
 ) -> Multimodal3DIdent:
-    """One split of cfg.datapath; errors name the missing file or mismatched row counts."""
-    root = Path(cfg.datapath)
+    """One split of a Multimodal3DIdent directory (train.py reads train, eval.py val and
+    test); errors name the directory, the split and the missing file or bad row counts."""
+    root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(
-            f"--datapath {root} does not exist; generate a corpus with "
+            f"data directory {root} does not exist; generate a corpus with "
             f"apps/identifiability/prepare_data.py --out {root}"
         )
-    return Multimodal3DIdent(
-        root, split, vocab=vocab, max_len=max_len, image_size=cfg.image_size or None
-    )
+    try:
+        return Multimodal3DIdent(
+            root, split, vocab=vocab, max_len=max_len, image_size=image_size or None
+        )
+    except ValueError as err:
+        raise ValueError(f"{root / split}: {err}") from err
 
 
 class ImageTextEncoders(nn.Module):
@@ -279,12 +274,17 @@ def load_imgtxt_run(
 # --------------------------------------------------------------------- train.py parts
 
 
-def simulation_parts(cfg: IdentifiabilityConfig, out: Path, rank: int, is_main: bool):
-    """(model, online sampler, step_fn, stateful) of the numerical simulation."""
-    f1, f2 = mixing_for_run(cfg, out, write=is_main)
-    latents = LatentModel(latent_config(cfg))
+def simulation_parts(
+    cfg: IdentifiabilityConfig, out: Path, rank: int, is_main: bool, device: torch.device
+):
+    """(model, online sampler, step_fn, stateful) of the numerical simulation. Latents and
+    views are drawn on the training device (a generator there, the mixing moved there)."""
+    latents, f1, f2 = mixing_for_run(cfg, out, write=is_main)
+    f1, f2 = f1.to(device), f2.to(device)
     sampler = OnlineSampler(
-        simulation_sample_fn(cfg, latents, f1, f2), seed=worker_seed(cfg.seed, rank)
+        simulation_sample_fn(cfg, latents, f1, f2),
+        seed=worker_seed(cfg.seed, rank),
+        device=device,
     )
     return SimulationEncoders(cfg), sampler, simulation_step_fn(cfg), {"data": sampler}
 
@@ -293,7 +293,7 @@ def imgtxt_parts(cfg: IdentifiabilityConfig, out: Path, is_main: bool):
     """(model, data loader, step_fn, stateful) of the image/text experiment."""
     saved_vocab = out / VOCAB_FILE
     vocab = Vocabulary.load(saved_vocab) if cfg.resume and saved_vocab.is_file() else None
-    train = open_split(cfg, "train", vocab=vocab)
+    train = open_split(cfg.datapath, "train", vocab=vocab, image_size=cfg.image_size)
     if is_main:
         save_text_meta(out, train.vocab, train.max_len)
     loader = make_dataloader(

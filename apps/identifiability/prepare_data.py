@@ -12,11 +12,8 @@ phrasing text-specific). train.py --experiment imgtxt reads it, or the real arch
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from identifiability_config import DataConfig
 

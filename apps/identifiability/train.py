@@ -15,11 +15,8 @@ runs DIR/vocab.json and DIR/text_meta.json. Evaluate with eval.py --run DIR.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from identifiability_config import IdentifiabilityConfig
 
@@ -63,7 +60,8 @@ def train(cfg: IdentifiabilityConfig) -> dict[str, Any]:
     out = start_run(cfg, info, global_batch=cfg.batch_size * info.world_size, files=RUN_FILES)
     seed_everything(cfg.seed)
     if cfg.experiment == "mlp":
-        model, data, step_fn, stateful = simulation_parts(cfg, out, info.rank, info.is_main)
+        parts = simulation_parts(cfg, out, info.rank, info.is_main, info.device)
+        model, data, step_fn, stateful = parts
     else:
         model, data, step_fn, stateful = imgtxt_parts(cfg, out, info.is_main)
     model = model.to(info.device)

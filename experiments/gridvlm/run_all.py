@@ -2,6 +2,7 @@
 
     uv run experiments/gridvlm/run_all.py --out runs/gridvlm-study                 # seeds 0,1,2
     uv run experiments/gridvlm/run_all.py --seeds 0 --out runs/gridvlm-study       # one seed
+    uv run experiments/gridvlm/run_all.py --jobs 2 --out runs/gridvlm-study -- --threads 1
 
 For each seed, in OUT/s<seed>/ (apps/gridvlm/train.py, default preset unless --preset):
 pretrain, sft and vision once, then the VLM variants (each its own stage directory):
@@ -25,6 +26,7 @@ with std error bars) and OUT/probes.png (probe accuracy per position, encoder vs
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import json
 import statistics
 import subprocess
@@ -123,6 +125,11 @@ def main() -> None:
     parser.add_argument("--grids", type=int, default=250, help="validation grids decoded")
     parser.add_argument("--skip", default="", help="VLM variants to leave out, e.g. qa3,single")
     parser.add_argument("--out", default="runs/gridvlm-study")
+    parser.add_argument(
+        "--jobs", type=int, default=1,
+        help="seeds run side by side (each seed's stages stay in order); pass --threads to "
+        "train.py after -- so that jobs x threads fits the cores",
+    )  # fmt: skip
     parser.add_argument("extra", nargs="*", help="more train.py flags after --")
     args = parser.parse_args()
     args.skip = {s for s in args.skip.split(",") if s}
@@ -130,7 +137,12 @@ def main() -> None:
     if unknown:
         parser.error(f"--skip: unknown variants {sorted(unknown)}; known: {sorted(VARIANTS)[1:]}")
     seeds = [int(s) for s in args.seeds.split(",")]
-    results = {seed: one_seed(args, seed) for seed in seeds}
+    if args.jobs < 1:
+        parser.error(f"--jobs {args.jobs}: must be >= 1")
+    with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        # one thread per seed, each waiting on its own train.py / eval.py subprocesses
+        done = pool.map(lambda seed: one_seed(args, seed), seeds)
+        results = dict(zip(seeds, done, strict=True))
 
     from mm_eval.identifiability import write_results_csv
     from mm_train import atomic_write_json, atomic_write_text

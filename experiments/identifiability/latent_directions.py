@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT / "apps" / "identifiability"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from identifiability_tasks import (  # noqa: E402
-    load_run_config,
+    IdentifiabilityConfig,
     load_trained_simulation,
     mixed_views,
 )
@@ -36,6 +36,7 @@ from latent_oracle import style_directions  # noqa: E402
 
 from mm_data.identifiability import LatentModel  # noqa: E402
 from mm_eval.identifiability import evaluate_prediction, write_results_csv  # noqa: E402
+from mm_train import load_config  # noqa: E402
 
 
 def content_directions(model: LatentModel) -> tuple[torch.Tensor, torch.Tensor]:
@@ -57,7 +58,7 @@ def direction_r2(
 
 def analyse(run: Path, samples: int = 20_000, seed: int = 123) -> list[dict]:
     """Rows (encoder, block, direction, variance, invariance, r2_linear) of one mlp run."""
-    cfg = load_run_config(run)
+    cfg = load_config(IdentifiabilityConfig, Path(run) / "config.json")
     if cfg.experiment != "mlp":
         raise ValueError(f"{run}: experiment is {cfg.experiment!r}; directions need an mlp run")
     if samples < 10:

@@ -38,8 +38,8 @@ from mm_train.logging import Progress
 
 SETTINGS = {  # name -> LatentConfig fields
     "independent": {},
-    "statistical": {"statistical_dependence": True},
-    "equal": {"statistical_dependence": True, "equal_covariances": True},
+    "statistical": {"statistical_dependence": True, "covariances": "independent"},
+    "equal": {"statistical_dependence": True, "covariances": "equal"},
 }
 VIEW_TARGETS = {"hz1": ("c", "s", "s_tilde", "m1"), "hz2": ("c", "s", "s_tilde", "m2")}
 

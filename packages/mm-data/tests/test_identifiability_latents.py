@@ -12,6 +12,7 @@ from mm_data.identifiability import (
     LatentConfig,
     LatentModel,
     condition_threshold,
+    load_latent_params,
     load_mixing,
     make_mixing,
     random_unit_column_matrices,
@@ -106,7 +107,7 @@ def test_style_change_mask_rate_and_shared_content():
 
 
 def test_statistical_dependence_covariances_differ_and_match_samples():
-    cfg = LatentConfig(statistical_dependence=True, seed=4)
+    cfg = LatentConfig(statistical_dependence=True, covariances="independent", seed=4)
     model = LatentModel(cfg)
     covs = [model.cov_content, model.cov_style, model.cov_m1, model.cov_m2]
     covs.append(model.cov_style_change)
@@ -155,7 +156,9 @@ def test_covariance_is_the_one_samples_follow(statistical):
 
 def test_equal_covariances_share_one_draw_per_size():
     # The original code seeds every Wishart draw identically: blocks of one size are equal.
-    model = LatentModel(LatentConfig(statistical_dependence=True, equal_covariances=True, seed=3))
+    # That is the default.
+    model = LatentModel(LatentConfig(statistical_dependence=True, seed=3))
+    assert model.cfg.covariances == "equal"
     covs = [model.cov_content, model.cov_style, model.cov_m1, model.cov_m2]
     covs.append(model.cov_style_change)
     for cov in covs[1:]:
@@ -163,9 +166,7 @@ def test_equal_covariances_share_one_draw_per_size():
     x = torch.randn(5, 5, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
     torch.testing.assert_close(covs[0], x.T @ x)
     # Blocks of other sizes: the same seed, so the draws differ only by size.
-    odd = LatentModel(
-        LatentConfig(content_n=3, style_n=4, statistical_dependence=True, equal_covariances=True)
-    )
+    odd = LatentModel(LatentConfig(content_n=3, style_n=4, statistical_dependence=True))
     x = torch.randn(3, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     torch.testing.assert_close(odd.cov_content, x.T @ x)
     assert odd.cov_style.shape == odd.cov_style_change.shape == (4, 4)
@@ -218,6 +219,86 @@ def test_save_load_round_trip(tmp_path, mixing):
     assert h1 is h2 and none_cfg is None
 
 
+def test_latent_parameters_travel_with_the_mixing(tmp_path, mixing):
+    """The drawn covariances and B, a are saved beside the mixing; a model rebuilt from them
+    samples exactly what the original samples, even if the drawing code changed since."""
+    f1, f2 = mixing
+    cfg = LatentConfig(
+        statistical_dependence=True, content_dependent_style=True, covariances="independent",
+        seed=8,
+    )  # fmt: skip
+    model = LatentModel(cfg)
+    path = save_mixing(tmp_path / "m.pt", f1, f2, cfg, latent_params=model.parameters())
+    params = load_latent_params(path)
+    assert set(params) == {"cov_content", "cov_style", "cov_m1", "cov_m2", "cov_style_change",
+                           "B", "a"}  # fmt: skip
+    # tamper with one parameter: the rebuilt model must use the saved one, not redraw it
+    params["B"] = params["B"] * 3
+    rebuilt = LatentModel(cfg, params=params)
+    g = torch.Generator().manual_seed(1)
+    ref_batch = model.sample(500, generator=torch.Generator().manual_seed(1))
+    batch = rebuilt.sample(500, generator=g)
+    torch.testing.assert_close(batch.c, ref_batch.c)
+    expected_s = ref_batch.s.double() + 2 * (ref_batch.c.double() @ model.B.T)
+    torch.testing.assert_close(batch.s.double(), expected_s, atol=1e-4, rtol=1e-5)
+    # a file without parameters (written before they were saved) answers None
+    assert load_latent_params(save_mixing(tmp_path / "old.pt", f1, f2, cfg)) is None
+    small = LatentConfig(content_n=3, content_dependent_style=True)
+    with pytest.raises(ValueError, match=r"B has shape \(5, 5\), the config needs \(5, 3\)"):
+        LatentModel(small, params={"B": params["B"], "a": params["a"]})
+    with pytest.raises(ValueError, match="cov_content is given, but the config has statis"):
+        LatentModel(small, params=params)
+    with pytest.raises(ValueError, match="B is missing"):
+        LatentModel(cfg, params={**params, "B": None})
+    with pytest.raises(ValueError, match="unknown names"):
+        LatentModel(cfg, params={"Sigma": None})
+
+
+def test_old_mixing_files_map_equal_covariances():
+    old = {"statistical_dependence": True, "equal_covariances": False}
+    assert LatentConfig.from_dict(old).covariances == "independent"
+    assert LatentConfig.from_dict({**old, "equal_covariances": True}).covariances == "equal"
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_intervention_replaces_the_mixed_content_only(causal):
+    """c' is a permutation of c within the batch; the style still depends on c, the views
+    carry c' (so z1, z2 share c' and not c)."""
+    cfg = LatentConfig(content_dependent_style=causal, style_change_prob=0.75, seed=2)
+    model = LatentModel(cfg)
+    plain = model.sample(2000, generator=torch.Generator().manual_seed(5))
+    batch = model.sample(2000, generator=torch.Generator().manual_seed(5), intervene=True)
+    for name in ("c", "s", "s_tilde", "m1", "m2"):  # the intervention draws last
+        assert torch.equal(getattr(batch, name), getattr(plain, name)), name
+    assert plain.c_prime is None and torch.equal(plain.z1[:, :5], plain.c)
+    # a permutation of the rows of c
+    order_c = torch.sort(batch.c[:, 0]).values
+    assert torch.equal(torch.sort(batch.c_prime[:, 0]).values, order_c)
+    assert (batch.c_prime != batch.c).any(1).float().mean() > 0.99
+    assert torch.equal(batch.z1[:, :5], batch.c_prime)
+    assert torch.equal(batch.z2[:, :5], batch.c_prime)
+    assert torch.equal(batch.z1[:, 5:10], batch.s)
+
+    # the style is predicted by c (causal) and never by c'
+    def r2(x, y):
+        x1 = torch.cat([x.double(), torch.ones(len(x), 1, dtype=torch.float64)], 1)
+        coef = torch.linalg.lstsq(x1, y.double()).solution
+        res = y.double() - x1 @ coef
+        return float(1 - res.var(0).sum() / y.double().var(0).sum())
+
+    assert r2(batch.c_prime, batch.s) < 0.01
+    assert (r2(batch.c, batch.s) > 0.5) == causal
+
+
+def test_sampling_follows_the_generator_device():
+    model = LatentModel(LatentConfig(statistical_dependence=True, content_dependent_style=True))
+    g = torch.Generator(device="cpu").manual_seed(0)
+    assert model.sample(4, generator=g).c.device.type == "cpu"
+    if torch.cuda.is_available():  # pragma: no cover - GPU machines only
+        gpu = model.sample(4, generator=torch.Generator(device="cuda").manual_seed(0))
+        assert gpu.c.device.type == gpu.s.device.type == "cuda"
+
+
 def test_load_errors_name_the_file(tmp_path, mixing):
     f1, f2 = mixing
     missing = tmp_path / "nope.pt"
@@ -249,8 +330,8 @@ def test_load_errors_name_the_file(tmp_path, mixing):
         ({"c_param": -1.0}, "c_param"),
         ({"c_param": float("nan")}, "c_param"),
         ({"statistical_dependence": "yes"}, "statistical_dependence"),
-        ({"equal_covariances": True}, "equal_covariances needs statistical_dependence"),
-        ({"statistical_dependence": True, "equal_covariances": 1}, "equal_covariances"),
+        ({"covariances": "same"}, "covariances must be one of"),
+        ({"statistical_dependence": True, "covariances": 1}, "covariances"),
         ({"seed": 1.5}, "seed"),
     ],
 )

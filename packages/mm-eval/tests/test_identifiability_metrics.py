@@ -116,6 +116,53 @@ def test_scalable_matches_exact_on_moderate_problem():
     assert abs(scalable - exact) < 0.02, (exact, scalable)
 
 
+def test_loo_ridge_path_matches_sklearn_ridgecv():
+    """The shared leave-one-out ridge (one eigendecomposition for every alpha and target)
+    picks the alpha RidgeCV picks and predicts what RidgeCV predicts, intercept included."""
+    from sklearn.linear_model import RidgeCV
+
+    from mm_eval.identifiability import _loo_ridge_path
+
+    rng = np.random.default_rng(11)
+    f = rng.standard_normal((300, 40)) @ rng.standard_normal((40, 40)) + 3.0  # correlated
+    f_test = rng.standard_normal((50, 40)) @ rng.standard_normal((40, 40)) + 3.0
+    alphas = (10.0, 1.0, 0.1, 0.01)
+    path = _loo_ridge_path(f, alphas)
+    for y in (f[:, :3] @ rng.standard_normal((3, 2)) + rng.standard_normal((300, 2)),
+              rng.standard_normal((300, 1)) + 5.0):  # fmt: skip
+        reference = RidgeCV(alphas=alphas).fit(f, y)
+        scored = path(y)
+        best = max(range(len(alphas)), key=lambda k: scored[k][0])
+        assert alphas[best] == reference.alpha_
+        assert scored[best][0] == pytest.approx(reference.best_score_, rel=1e-6)
+        pred = (f_test - f.mean(0)) @ scored[best][1] + y.mean(0)
+        np.testing.assert_allclose(pred, reference.predict(f_test).reshape(pred.shape),
+                                   rtol=1e-6, atol=1e-8)  # fmt: skip
+        # the leave-one-out score by brute force: refit without each sample in turn
+        alpha, errors = alphas[best], []
+        for i in range(300):
+            keep = np.arange(300) != i
+            fk, yk = f[keep], y[keep]
+            fkc = fk - fk.mean(0)
+            coef = np.linalg.solve(fkc.T @ fkc + alpha * np.eye(40), fkc.T @ (yk - yk.mean(0)))
+            errors.append((y[i] - ((f[i] - fk.mean(0)) @ coef + yk.mean(0))) ** 2)
+        assert scored[best][0] == pytest.approx(-np.mean(errors), rel=1e-8)
+
+
+def test_evaluate_targets_shares_the_nystroem_fit_without_changing_scores():
+    rng = np.random.default_rng(12)
+    zf, zs = _split(rng, 400, 3)
+    targets_f = {"a": np.sin(zf[:, :2]), "b": zf[:, 2:] ** 2, "noise": rng.standard_normal(400)}
+    targets_s = {"a": np.sin(zs[:, :2]), "b": zs[:, 2:] ** 2, "noise": rng.standard_normal(400)}
+    rows = evaluate_targets(zf, zs, targets_f, targets_s, {"r2": "kernel_ridge_nystroem"})
+    for row in rows:
+        alone = evaluate_prediction(
+            zf, targets_f[row["target"]], zs, targets_s[row["target"]], "kernel_ridge_nystroem"
+        )
+        assert row["r2"] == pytest.approx(alone, abs=1e-10), row["target"]
+    assert rows[0]["r2"] > 0.9 and rows[2]["r2"] < 0.05
+
+
 def test_accuracy_for_discrete_factors():
     rng = np.random.default_rng(5)
     zf, zs = _split(rng, 400, 3)
@@ -152,6 +199,12 @@ def test_mcc():
     ys = zs[:, [1, 0, 3, 2]]
     zf, yf = y[:, [1, 0, 3, 2]], y
     assert evaluate_prediction(zf, yf, zs, ys, "mcc") == pytest.approx(1.0)
+    # a wider code than target: matched on the target's dims, with a warning naming both
+    wide = np.concatenate([z, rng.standard_normal((500, 2))], axis=1)
+    with pytest.warns(UserWarning, match="6-dim code against a 4-dim target"):
+        assert mean_corr_coef(wide, y) == pytest.approx(1.0, abs=1e-12)
+    with pytest.warns(UserWarning, match="only 4 pairs"):
+        evaluate_prediction(wide, y, wide, y, "mcc")
 
 
 def test_accepts_torch_and_1d():

@@ -40,6 +40,15 @@ def test_image_encoder_shape_and_gradients(encoders):
     _all_grads_flow(model)
 
 
+def test_residual_blocks_start_like_torchvision(encoders):
+    """Every BatchNorm starts at weight 1 (torchvision's init); timm's default would start
+    the last one of each residual block at 0."""
+    bns = [m for m in encoders[0].backbone.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert len(bns) == 20  # stem + 8 blocks x 2 + 3 downsample
+    for bn in bns:
+        assert torch.equal(bn.weight, torch.ones_like(bn.weight))
+
+
 def test_image_encoder_rejects_wrong_channels(encoders):
     with pytest.raises(ValueError, match=r"\[batch, 3, H, W\]"):
         encoders[0](torch.rand(2, 1, 16, 16))

@@ -46,8 +46,14 @@ class ResNetImageEncoder(nn.Module):
         self.in_chans = in_chans
         import timm  # here, not at module level: importing timm takes ~25 s on a cold CPU
 
+        # zero_init_last=False: timm zero-initialises the last BatchNorm of every residual
+        # block by default; torchvision's ResNet-18 (the original's) does not.
         self.backbone = timm.create_model(
-            backbone, pretrained=False, num_classes=backbone_features, in_chans=in_chans
+            backbone,
+            pretrained=False,
+            num_classes=backbone_features,
+            in_chans=in_chans,
+            zero_init_last=False,
         )
         self.head = nn.Sequential(
             nn.LeakyReLU(negative_slope), nn.Linear(backbone_features, encoding_size)

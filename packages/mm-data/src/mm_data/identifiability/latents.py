@@ -17,24 +17,31 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import Literal
 
 import torch
 from torch import nn
 
 __all__ = [
+    "COVARIANCES",
     "InvertibleMLP",
     "LatentBatch",
     "LatentConfig",
     "LatentModel",
     "condition_threshold",
+    "load_latent_params",
     "load_mixing",
     "make_mixing",
     "random_unit_column_matrices",
     "sample_wishart",
     "save_mixing",
 ]
+
+
+COVARIANCES = ("equal", "independent")
 
 
 @dataclass
@@ -48,9 +55,10 @@ class LatentConfig:
     c_param: float = 1.0  # standard deviation of the style change eps
     statistical_dependence: bool = False
     content_dependent_style: bool = False
-    # Under statistical_dependence: one Wishart draw per dimension, shared by every block
-    # (the original code's identical seeding), instead of independent draws.
-    equal_covariances: bool = False
+    # Under statistical_dependence: "equal" = one Wishart draw per block size, shared by
+    # every block of that size (the original code seeds every draw identically, and the
+    # published numbers come from that model); "independent" = a draw of its own per block.
+    covariances: Literal["equal", "independent"] = "equal"
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -69,13 +77,12 @@ class LatentConfig:
         c = self.c_param
         if not isinstance(c, int | float) or not math.isfinite(c) or c < 0:
             raise ValueError(f"LatentConfig.c_param must be finite and >= 0, got {c!r}")
-        for name in ("statistical_dependence", "content_dependent_style", "equal_covariances"):
+        for name in ("statistical_dependence", "content_dependent_style"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"LatentConfig.{name} must be a bool, got {getattr(self, name)!r}")
-        if self.equal_covariances and not self.statistical_dependence:
+        if self.covariances not in COVARIANCES:
             raise ValueError(
-                "LatentConfig.equal_covariances needs statistical_dependence=True "
-                "(without it every covariance is the identity)"
+                f"LatentConfig.covariances must be one of {COVARIANCES}, got {self.covariances!r}"
             )
 
     @property
@@ -85,6 +92,9 @@ class LatentConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> LatentConfig:
+        data = dict(data)
+        if "equal_covariances" in data:  # mixing files written before `covariances`
+            data["covariances"] = "equal" if data.pop("equal_covariances") else "independent"
         known = {f.name for f in fields(cls)}
         unknown = set(data) - known
         if unknown:
@@ -94,7 +104,11 @@ class LatentConfig:
 
 @dataclass
 class LatentBatch:
-    """One batch of paired latents; z1 = (c, s, m1), z2 = (c, s_tilde, m2)."""
+    """One batch of paired latents; z1 = (c', s, m1), z2 = (c', s_tilde, m2).
+
+    ``c_prime`` is the content that enters the mixing: ``c`` itself, or under the test-time
+    intervention another sample's content, while the style keeps its dependence on ``c``.
+    """
 
     c: torch.Tensor
     s: torch.Tensor
@@ -102,14 +116,19 @@ class LatentBatch:
     m1: torch.Tensor
     m2: torch.Tensor
     change_mask: torch.Tensor  # bool [B, style_n]: which style dims changed in the pair
+    c_prime: torch.Tensor | None = None  # None: no intervention, c' = c
+
+    @property
+    def content_mixed(self) -> torch.Tensor:
+        return self.c if self.c_prime is None else self.c_prime
 
     @property
     def z1(self) -> torch.Tensor:
-        return torch.cat([self.c, self.s, self.m1], dim=1)
+        return torch.cat([self.content_mixed, self.s, self.m1], dim=1)
 
     @property
     def z2(self) -> torch.Tensor:
-        return torch.cat([self.c, self.s_tilde, self.m2], dim=1)
+        return torch.cat([self.content_mixed, self.s_tilde, self.m2], dim=1)
 
 
 def sample_wishart(dim: int, generator: torch.Generator, df: int | None = None) -> torch.Tensor:
@@ -119,10 +138,7 @@ def sample_wishart(dim: int, generator: torch.Generator, df: int | None = None) 
     return x.T @ x
 
 
-def _cholesky_or_none(cov: torch.Tensor | None) -> torch.Tensor | None:
-    if cov is None or cov.numel() == 0:
-        return None
-    return torch.linalg.cholesky(cov)
+PARAM_NAMES = ("cov_content", "cov_style", "cov_m1", "cov_m2", "cov_style_change", "B", "a")
 
 
 class LatentModel:
@@ -130,48 +146,94 @@ class LatentModel:
 
     Parameters (all fixed per run, drawn from one generator in this order):
     - under `statistical_dependence`: covariances Sigma_c, Sigma_s, Sigma_m1, Sigma_m2 and
-      Sigma_a (style change), each an independent Wishart(df=dim, I) draw (the original code
-      seeds every draw identically, which makes them all equal; here they differ unless
-      `equal_covariances`, which reproduces that: every block of one size gets the same draw);
-      otherwise all identities and the style change is N(0, c_param^2 I);
+      Sigma_a (style change), Wishart(df=dim, I) draws; with ``covariances="equal"`` (the
+      default, the original code's model) every draw comes from a generator seeded with
+      `seed`, so blocks of one size share one matrix; with "independent" each is its own
+      draw. Otherwise all identities and the style change is N(0, c_param^2 I);
     - under `content_dependent_style`: B [style_n, content_n] and a [style_n], standard normal.
+
+    ``params`` (from `parameters()`, e.g. saved with the mixing) replaces the draws, so a
+    run is evaluated on exactly the latent model it was trained on.
     """
 
-    def __init__(self, cfg: LatentConfig) -> None:
+    def __init__(self, cfg: LatentConfig, params: dict[str, torch.Tensor | None] | None = None):
         self.cfg = cfg
+        drawn = self._draw(cfg) if params is None else self._checked(cfg, params)
+        self.cov_content, self.cov_style, self.cov_m1, self.cov_m2 = (
+            drawn["cov_content"], drawn["cov_style"], drawn["cov_m1"], drawn["cov_m2"],
+        )  # fmt: skip
+        self.cov_style_change = drawn["cov_style_change"]
+        self.B, self.a = drawn["B"], drawn["a"]
+        covs = {
+            "c": self.cov_content, "s": self.cov_style, "m1": self.cov_m1,
+            "m2": self.cov_m2, "a": self.cov_style_change,
+        }  # fmt: skip
+        self._chol = {k: None if v is None else torch.linalg.cholesky(v) for k, v in covs.items()}
+        self._on_device: dict[str, dict[str, torch.Tensor | None]] = {}
+        # Batches come from their own stream so that parameters and data never share draws.
+        self.generator = torch.Generator().manual_seed(cfg.seed + 1_000_003)
+
+    @staticmethod
+    def _draw(cfg: LatentConfig) -> dict[str, torch.Tensor | None]:
         g = torch.Generator().manual_seed(cfg.seed)
         nc, ns, nm = cfg.content_n, cfg.style_n, cfg.modality_n
-        self.cov_content: torch.Tensor | None = None
-        self.cov_style: torch.Tensor | None = None
-        self.cov_m1: torch.Tensor | None = None
-        self.cov_m2: torch.Tensor | None = None
-        self.cov_style_change: torch.Tensor | None = None
+        out: dict[str, torch.Tensor | None] = dict.fromkeys(PARAM_NAMES)
         if cfg.statistical_dependence:
 
-            def wishart(dim: int) -> torch.Tensor:
-                if cfg.equal_covariances:  # a fresh generator per draw: equal draws per size
+            def wishart(dim: int) -> torch.Tensor | None:
+                if dim == 0:
+                    return None
+                if cfg.covariances == "equal":  # a fresh generator per draw: equal per size
                     return sample_wishart(dim, torch.Generator().manual_seed(cfg.seed))
                 return sample_wishart(dim, g)
 
-            self.cov_content = wishart(nc)
-            self.cov_style = wishart(ns)
-            self.cov_m1 = wishart(nm)
-            self.cov_m2 = wishart(nm)
-            self.cov_style_change = wishart(ns)
-        self.B: torch.Tensor | None = None
-        self.a: torch.Tensor | None = None
+            for name, dim in (
+                ("cov_content", nc), ("cov_style", ns), ("cov_m1", nm), ("cov_m2", nm),
+                ("cov_style_change", ns),
+            ):  # fmt: skip
+                out[name] = wishart(dim)
         if cfg.content_dependent_style:
-            self.B = torch.randn(ns, nc, generator=g)
-            self.a = torch.randn(ns, generator=g)
-        self._chol = {
-            "c": _cholesky_or_none(self.cov_content),
-            "s": _cholesky_or_none(self.cov_style),
-            "m1": _cholesky_or_none(self.cov_m1),
-            "m2": _cholesky_or_none(self.cov_m2),
-            "a": _cholesky_or_none(self.cov_style_change),
-        }
-        # Batches come from their own stream so that parameters and data never share draws.
-        self.generator = torch.Generator().manual_seed(cfg.seed + 1_000_003)
+            out["B"] = torch.randn(ns, nc, generator=g).double()
+            out["a"] = torch.randn(ns, generator=g).double()
+        return out
+
+    @staticmethod
+    def _checked(cfg: LatentConfig, params: dict) -> dict[str, torch.Tensor | None]:
+        nc, ns, nm = cfg.content_n, cfg.style_n, cfg.modality_n
+        shapes = {
+            "cov_content": (nc, nc), "cov_style": (ns, ns), "cov_m1": (nm, nm),
+            "cov_m2": (nm, nm), "cov_style_change": (ns, ns), "B": (ns, nc), "a": (ns,),
+        }  # fmt: skip
+        unknown = set(params) - set(PARAM_NAMES)
+        if unknown:
+            raise ValueError(f"LatentModel params: unknown names {sorted(unknown)}")
+        out = {}
+        for name in PARAM_NAMES:
+            value = params.get(name)
+            wanted = (
+                cfg.content_dependent_style
+                if name in ("B", "a")
+                else (cfg.statistical_dependence and math.prod(shapes[name]) > 0)
+            )
+            if (value is not None) != wanted:
+                raise ValueError(
+                    f"LatentModel params: {name} is {'missing' if wanted else 'given'}, but "
+                    f"the config has statistical_dependence={cfg.statistical_dependence}, "
+                    f"content_dependent_style={cfg.content_dependent_style}"
+                )
+            if value is not None:
+                if tuple(value.shape) != shapes[name]:
+                    raise ValueError(
+                        f"LatentModel params: {name} has shape {tuple(value.shape)}, the "
+                        f"config needs {shapes[name]}"
+                    )
+                value = value.detach().to("cpu", torch.float64)
+            out[name] = value
+        return out
+
+    def parameters(self) -> dict[str, torch.Tensor | None]:
+        """The fixed parameters (float64 CPU tensors, None where off): what `params` takes."""
+        return {name: getattr(self, name) for name in PARAM_NAMES}
 
     def covariance(self, block: str) -> torch.Tensor:
         """The covariance that `sample` uses for `block` (c, s, m1, m2, or a for the style
@@ -192,34 +254,56 @@ class LatentModel:
         scale = cfg.c_param**2 if block == "a" else 1.0
         return scale * torch.eye(dim, dtype=torch.float64)
 
-    def _gaussian(self, n: int, dim: int, key: str, g: torch.Generator) -> torch.Tensor:
-        """x = L eps with L L^T = Sigma (identity when no covariance was drawn)."""
-        eps = torch.randn(n, dim, generator=g, dtype=torch.float64)
-        chol = self._chol[key]
-        if chol is not None:
-            eps = eps @ chol.T
-        return eps
+    def _params_on(self, device: torch.device) -> dict[str, torch.Tensor | None]:
+        """Cholesky factors and B, a on `device` (moved once per device)."""
+        key = str(device)
+        if key not in self._on_device:
+            tensors = {f"chol_{k}": v for k, v in self._chol.items()} | {"B": self.B, "a": self.a}
+            self._on_device[key] = {
+                k: None if v is None else v.to(device) for k, v in tensors.items()
+            }
+        return self._on_device[key]
 
-    def sample(self, batch_size: int, generator: torch.Generator | None = None) -> LatentBatch:
-        """Sample `batch_size` pairs; uses the model's own generator unless one is given."""
+    def sample(
+        self, batch_size: int, generator: torch.Generator | None = None, *, intervene: bool = False
+    ) -> LatentBatch:
+        """Sample `batch_size` pairs on the generator's device (the model's own generator,
+        on the CPU, unless one is given).
+
+        ``intervene``: the test-time intervention on the content. The style is drawn from
+        c as usual, then the content that enters the mixing is replaced by another
+        sample's (a random permutation of the batch): ``batch.c_prime``.
+        """
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
         g = self.generator if generator is None else generator
+        dev = g.device
+        p = self._params_on(dev)
         cfg = self.cfg
         n, nc, ns, nm = batch_size, cfg.content_n, cfg.style_n, cfg.modality_n
-        c = self._gaussian(n, nc, "c", g)
-        s = self._gaussian(n, ns, "s", g)
-        if self.B is not None:
+
+        def gaussian(dim: int, key: str) -> torch.Tensor:
+            """x = L eps with L L^T = Sigma (identity when no covariance was drawn)."""
+            eps = torch.randn(n, dim, generator=g, dtype=torch.float64, device=dev)
+            chol = p[f"chol_{key}"]
+            return eps if chol is None else eps @ chol.T
+
+        c = gaussian(nc, "c")
+        s = gaussian(ns, "s")
+        if p["B"] is not None:
             # Content-dependent style: s <- s + B c + a.
-            s = s + c @ self.B.double().T + self.a.double()
-        mask = torch.rand(n, ns, generator=g) < cfg.style_change_prob
-        if self._chol["a"] is not None:
-            eps = self._gaussian(n, ns, "a", g)
+            s = s + c @ p["B"].T + p["a"]
+        mask = torch.rand(n, ns, generator=g, device=dev) < cfg.style_change_prob
+        if p["chol_a"] is not None:
+            eps = gaussian(ns, "a")
         else:
-            eps = cfg.c_param * torch.randn(n, ns, generator=g, dtype=torch.float64)
+            eps = cfg.c_param * torch.randn(n, ns, generator=g, dtype=torch.float64, device=dev)
         s_tilde = s + mask.double() * eps
-        m1 = self._gaussian(n, nm, "m1", g)
-        m2 = self._gaussian(n, nm, "m2", g)
+        m1 = gaussian(nm, "m1")
+        m2 = gaussian(nm, "m2")
+        c_prime = None
+        if intervene:
+            c_prime = c[torch.randperm(n, generator=g, device=dev)].float()
         return LatentBatch(
             c=c.float(),
             s=s.float(),
@@ -227,6 +311,7 @@ class LatentModel:
             m1=m1.float(),
             m2=m2.float(),
             change_mask=mask,
+            c_prime=c_prime,
         )
 
 
@@ -359,9 +444,15 @@ def make_mixing(
 
 
 def save_mixing(
-    path: str | Path, f1: InvertibleMLP, f2: InvertibleMLP, cfg: LatentConfig | None = None
+    path: str | Path,
+    f1: InvertibleMLP,
+    f2: InvertibleMLP,
+    cfg: LatentConfig | None = None,
+    latent_params: dict[str, torch.Tensor | None] | None = None,
 ) -> Path:
-    """Save both mixing functions (weights + hyperparameters) and the latent config."""
+    """Save both mixing functions (weights + hyperparameters), the latent config and the
+    latent model's drawn parameters (`LatentModel.parameters()`: covariances, B, a), into a
+    temporary file renamed over `path` (atomic)."""
     path = Path(path)
     for name, f in (("f1", f1), ("f2", f2)):
         if not isinstance(f, InvertibleMLP):
@@ -379,8 +470,16 @@ def save_mixing(
         "f1": {k: v.cpu() for k, v in f1.state_dict().items()},
         "f2": {k: v.cpu() for k, v in f2.state_dict().items()},
         "latent_config": asdict(cfg) if cfg is not None else None,
+        "latent_params": None
+        if latent_params is None
+        else {k: None if v is None else v.detach().cpu() for k, v in latent_params.items()},
     }
-    torch.save(payload, path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # atomic: no half-written file
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return path
 
 
@@ -398,14 +497,7 @@ def _restore(path: Path, which: str, n: int, n_layers: int, slope: float, state:
     return f
 
 
-def load_mixing(
-    path: str | Path, expected_cfg: LatentConfig | None = None
-) -> tuple[InvertibleMLP, InvertibleMLP, LatentConfig | None]:
-    """Load (f1, f2, latent config) written by `save_mixing`; f2 is f1 if saved shared.
-
-    With `expected_cfg`, the stored mixing dimension must equal `expected_cfg.view_dim`.
-    """
-    path = Path(path)
+def _read_payload(path: Path) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"load_mixing: no mixing file at {path}")
     try:
@@ -415,6 +507,23 @@ def load_mixing(
     keys = {"n", "n_layers", "negative_slope", "shared", "f1", "f2"}
     if not isinstance(payload, dict) or not keys <= set(payload):
         raise ValueError(f"load_mixing: {path} is not a mixing file written by save_mixing")
+    return payload
+
+
+def load_latent_params(path: str | Path) -> dict[str, torch.Tensor | None] | None:
+    """The latent parameters saved with the mixing (None for files written without them)."""
+    return _read_payload(Path(path)).get("latent_params")
+
+
+def load_mixing(
+    path: str | Path, expected_cfg: LatentConfig | None = None
+) -> tuple[InvertibleMLP, InvertibleMLP, LatentConfig | None]:
+    """Load (f1, f2, latent config) written by `save_mixing`; f2 is f1 if saved shared.
+
+    With `expected_cfg`, the stored mixing dimension must equal `expected_cfg.view_dim`.
+    """
+    path = Path(path)
+    payload = _read_payload(path)
     n = int(payload["n"])
     if expected_cfg is not None and expected_cfg.view_dim != n:
         raise ValueError(
