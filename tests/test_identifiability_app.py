@@ -290,12 +290,29 @@ def test_prepare_data_writes_the_layout(corpus):
             assert len(_rows(folder / name)) == 24
 
 
+def corpus_root(run: Path) -> Path:
+    return Path(json.loads((run / "config.json").read_text())["datapath"])
+
+
 def test_imgtxt_train_and_eval(imgtxt_run, evaluate, tmp_path):
     from mm_data.identifiability import FACTORS
 
     out, summary = imgtxt_run
     assert summary["step"] == 2 and summary["encoding_size"] == 4
     assert (out / "vocab.json").is_file() and (out / "text_meta.json").is_file()
+    # images are normalised with the training split's channel statistics, saved with the run
+    from mm_data.identifiability import Multimodal3DIdent
+
+    meta = json.loads((out / "text_meta.json").read_text())
+    train_split = Multimodal3DIdent(corpus_root(out), "train", image_size=32)
+    expected_mean, expected_std = train_split.channel_stats()
+    assert meta["image_mean"] == pytest.approx(expected_mean)
+    assert meta["image_std"] == pytest.approx(expected_std)
+    item = _load("identifiability_tasks").PairDataset(train_split, meta)[0]
+    raw = train_split.load_image(0)
+    mean = torch.tensor(expected_mean).view(3, 1, 1)
+    std = torch.tensor(expected_std).view(3, 1, 1)
+    torch.testing.assert_close(item["image"], (raw - mean) / std)
     evaluate(["--run", str(out), "--threads", "1", "--device", "cpu", "--out", str(tmp_path)])
     rows = _rows(tmp_path / "results.csv")
     assert list(rows[0])[:7] == [

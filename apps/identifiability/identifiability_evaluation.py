@@ -100,9 +100,12 @@ def evaluate_simulation(
 
 
 @torch.no_grad()
-def encode_split(model, data: Multimodal3DIdent, batch: int, device) -> tuple[np.ndarray, ...]:
-    """(image encodings, text encodings) of a whole split, in index order."""
-    loader = torch.utils.data.DataLoader(PairDataset(data), batch_size=batch, shuffle=False)
+def encode_split(
+    model, data: Multimodal3DIdent, batch: int, device, stats=None
+) -> tuple[np.ndarray, ...]:
+    """(image encodings, text encodings) of a whole split, in index order; images normalised
+    with the run's training statistics `stats`."""
+    loader = torch.utils.data.DataLoader(PairDataset(data, stats), batch_size=batch, shuffle=False)
     h_image, h_text = [], []
     for item in loader:
         hi, ht = model(item["image"].to(device), item["text"].to(device))
@@ -136,12 +139,12 @@ def factor_row(modality, name, factor_type, h_val, h_test, y_val, y_test, kind, 
 def evaluate_imgtxt(cfg: EvalConfig, run: Path, train_cfg: IdentifiabilityConfig):
     """Rows (modality, factor_name, factor_type, r2_*, acc_*, chance) of an imgtxt run."""
     device = resolve_device(cfg.device)
-    model, vocab, max_len = load_imgtxt_run(run, train_cfg, device)
+    model, vocab, max_len, stats = load_imgtxt_run(run, train_cfg, device)
     root = Path(cfg.datapath or train_cfg.datapath)
     val = open_split(root, "val", vocab, max_len, train_cfg.image_size)
     test = open_split(root, "test", vocab, max_len, train_cfg.image_size)
-    encodings = {"val": encode_split(model, val, cfg.batch_size, device)}
-    encodings["test"] = encode_split(model, test, cfg.batch_size, device)
+    encodings = {"val": encode_split(model, val, cfg.batch_size, device, stats)}
+    encodings["test"] = encode_split(model, test, cfg.batch_size, device, stats)
     kind = nonlinear_kind(cfg, len(val))
     rows = []
     for m, modality in enumerate(("image", "text")):

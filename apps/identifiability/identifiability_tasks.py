@@ -193,14 +193,20 @@ def simulation_step_fn(cfg: IdentifiabilityConfig) -> Callable:
 class PairDataset(torch.utils.data.Dataset):
     """Only what training needs from Multimodal3DIdent items: image and one-hot caption."""
 
-    def __init__(self, data: Multimodal3DIdent) -> None:
+    def __init__(self, data: Multimodal3DIdent, stats: dict[str, list[float]] | None = None):
         self.data = data
+        self.mean = self.std = None
+        if stats is not None:  # normalised with the training split's channel statistics
+            self.mean = torch.tensor(stats["image_mean"]).view(3, 1, 1)
+            self.std = torch.tensor(stats["image_std"]).view(3, 1, 1)
 
     def __len__(self) -> int:
         return len(self.data)
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         image = self.data.load_image(index)
+        if self.mean is not None:
+            image = (image - self.mean) / self.std
         return {"image": image, "text": one_hot(self.data.tokens[index], self.data.vocab_size)}
 
 
@@ -251,24 +257,36 @@ def imgtxt_step_fn(cfg: IdentifiabilityConfig) -> Callable:
     return step_fn
 
 
-def save_text_meta(out: Path, vocab: Vocabulary, max_len: int) -> None:
-    """Save what rebuilds the text encoder's input: DIR/vocab.json and DIR/text_meta.json."""
+def save_text_meta(
+    out: Path, vocab: Vocabulary, max_len: int, stats: dict[str, list[float]]
+) -> None:
+    """Save what rebuilds the encoders' inputs: DIR/vocab.json and DIR/text_meta.json
+    (caption length, vocabulary size, the image channel mean and std)."""
     vocab.save(out / VOCAB_FILE)
-    atomic_write_json(out / TEXT_META_FILE, {"max_len": max_len, "vocab_size": len(vocab)})
+    meta = {"max_len": max_len, "vocab_size": len(vocab), **stats}
+    atomic_write_json(out / TEXT_META_FILE, meta)
+
+
+def image_stats(train: Multimodal3DIdent) -> dict[str, list[float]]:
+    """The training split's per-channel pixel mean and std (as the original normalises)."""
+    mean, std = train.channel_stats()
+    return {"image_mean": mean, "image_std": std}
 
 
 def load_imgtxt_run(
     run: Path, cfg: IdentifiabilityConfig, device: torch.device
-) -> tuple[ImageTextEncoders, Vocabulary, int]:
-    """The trained encoders, vocabulary and caption length of an imgtxt run directory."""
+) -> tuple[ImageTextEncoders, Vocabulary, int, dict[str, list[float]] | None]:
+    """The trained encoders, vocabulary, caption length and image statistics (None for runs
+    trained before images were normalised) of an imgtxt run directory."""
     for name in (VOCAB_FILE, TEXT_META_FILE):
         if not (run / name).is_file():
             raise FileNotFoundError(f"{run / name} does not exist: the run lacks its {name}")
     vocab = Vocabulary.load(run / VOCAB_FILE)
-    max_len = int(json.loads((run / TEXT_META_FILE).read_text())["max_len"])
-    model = ImageTextEncoders(cfg, len(vocab), max_len)
+    meta = json.loads((run / TEXT_META_FILE).read_text())
+    stats = {k: meta[k] for k in ("image_mean", "image_std")} if "image_mean" in meta else None
+    model = ImageTextEncoders(cfg, len(vocab), int(meta["max_len"]))
     load_model_weights(model, run, map_location=device)
-    return model.to(device).eval(), vocab, max_len
+    return model.to(device).eval(), vocab, int(meta["max_len"]), stats
 
 
 # --------------------------------------------------------------------- train.py parts
@@ -294,10 +312,14 @@ def imgtxt_parts(cfg: IdentifiabilityConfig, out: Path, is_main: bool):
     saved_vocab = out / VOCAB_FILE
     vocab = Vocabulary.load(saved_vocab) if cfg.resume and saved_vocab.is_file() else None
     train = open_split(cfg.datapath, "train", vocab=vocab, image_size=cfg.image_size)
+    meta = out / TEXT_META_FILE
+    saved = json.loads(meta.read_text()) if cfg.resume and meta.is_file() else {}
+    stats = {k: saved[k] for k in ("image_mean", "image_std")} if "image_mean" in saved else None
+    stats = stats or image_stats(train)
     if is_main:
-        save_text_meta(out, train.vocab, train.max_len)
+        save_text_meta(out, train.vocab, train.max_len, stats)
     loader = make_dataloader(
-        PairDataset(train),
+        PairDataset(train, stats),
         batch_size=cfg.batch_size,
         shuffle=True,
         seed=cfg.seed,

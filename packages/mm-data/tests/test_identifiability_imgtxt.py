@@ -141,6 +141,18 @@ def test_loader_resize_and_transform(root):
     assert image.shape == (3, 16, 16) and image.min() >= -1 and image.max() <= 1
 
 
+def test_channel_stats_are_the_pixel_mean_and_std(root):
+    data = Multimodal3DIdent(root, "train", image_size=16)
+    mean, std = data.channel_stats(max_images=5)
+    pixels = torch.stack([data.load_image(i) for i in range(5)]).double()  # [5, 3, 16, 16]
+    per_channel = pixels.permute(1, 0, 2, 3).reshape(3, -1)
+    np.testing.assert_allclose(mean, per_channel.mean(1).numpy(), rtol=1e-10)
+    np.testing.assert_allclose(std, per_channel.std(1, unbiased=False).numpy(), rtol=1e-8)
+    assert data.channel_stats(max_images=10_000) == data.channel_stats(max_images=len(data))
+    with pytest.raises(ValueError, match="max_images"):
+        data.channel_stats(max_images=0)
+
+
 def test_val_split_shares_train_vocabulary_and_length(root, tmp_path):
     train, val = Multimodal3DIdent(root, "train"), Multimodal3DIdent(root, "val")
     assert val.vocab == train.vocab and val.max_len == train.max_len

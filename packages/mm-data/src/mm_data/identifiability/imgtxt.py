@@ -325,6 +325,23 @@ class Multimodal3DIdent(torch.utils.data.Dataset):
             array = np.asarray(img, dtype=np.uint8)
         return torch.from_numpy(array.copy()).permute(2, 0, 1).float().div_(255.0)
 
+    def channel_stats(self, max_images: int = 2000) -> tuple[list[float], list[float]]:
+        """Per-channel mean and standard deviation of the pixel values (in [0, 1], after the
+        resize) over the first `max_images` images: what image normalisation divides by."""
+        if isinstance(max_images, bool) or not isinstance(max_images, int) or max_images < 1:
+            raise ValueError(f"max_images must be a positive int, got {max_images!r}")
+        total = torch.zeros(3, dtype=torch.float64)
+        total_sq = torch.zeros(3, dtype=torch.float64)
+        pixels = 0
+        for index in range(min(max_images, len(self))):
+            image = self.load_image(index).double()
+            total += image.sum(dim=(1, 2))
+            total_sq += image.square().sum(dim=(1, 2))
+            pixels += image.shape[1] * image.shape[2]
+        mean = total / pixels
+        std = (total_sq / pixels - mean.square()).clamp_min(0).sqrt().clamp_min(1e-6)
+        return mean.tolist(), std.tolist()
+
     def __getitem__(self, index: int) -> dict:
         index = int(index)
         image = self.load_image(index)
