@@ -509,3 +509,65 @@ def test_latent_directions_of_a_run(directions, mlp_run, imgtxt_run):
     assert style[0]["invariance"] == pytest.approx(0.5**0.5)  # identity covariances
     with pytest.raises(ValueError, match="directions need an mlp run"):
         directions.analyse(imgtxt_run[0])
+
+
+# ------------------------------------------------------------------------ Table 1 script
+
+
+def test_table1_runs_rows_seeds_and_intervention_then_resumes(tmp_path):
+    """Two rows (one with dependence) x two seeds at a tiny size: the table holds the mean
+    and std over seeds of each run's scores, the dependence row its intervention, and a
+    second call trains nothing again."""
+    table1 = load_app_script("identifiability", "table1", kind="experiment")
+    out = tmp_path / "t1"
+    argv = ["--out", str(out), "--settings", "original", "--rows", "1,3", "--seeds", "0,1",
+            "--jobs", "2", "--device", "cpu",
+            "--eval-flags", "--val-samples 80 --test-samples 80 --nonlinear kernel_ridge",
+            "--", "--steps", "4", "--batch-size", "16", "--hidden-multipliers", "2,2",
+            "--log-every", "2", "--checkpoint-every", "2"]  # fmt: skip
+    table = table1.main(argv)
+    assert [(e["setting"], e["row"], e["seeds"]) for e in table] == [
+        ("original", 1, 2), ("original", 3, 2),
+    ]  # fmt: skip
+    for row, seed in ((1, 0), (3, 1)):
+        config = json.loads(
+            (out / "original" / f"row{row}" / f"s{seed}" / "config.json").read_text()
+        )
+        assert config["shared_encoder"] and config["shared_mixing"] and config["modality_n"] == 0
+        assert config["statistical_dependence"] == (row == 3) and config["seed"] == seed
+        assert config["style_change_prob"] == (1.0 if row == 1 else 0.75)
+    runs = _rows(out / "runs.csv")
+    for entry in table:
+        for target in ("c", "s"):
+            values = [
+                np.mean([float(r["r2_nonlinear"]) for r in runs
+                         if r["row"] == str(entry["row"]) and r["seed"] == str(seed)
+                         and r["target"] == target and r["intervention"] == "False"])
+                for seed in (0, 1)
+            ]  # fmt: skip
+            assert entry[f"{target}_mean"] == pytest.approx(np.mean(values))
+            assert entry[f"{target}_std"] == pytest.approx(np.std(values, ddof=1))
+        assert "m_mean" not in entry  # no modality-specific dims in the original setting
+    assert "int_c_prime_mean" in table[1] and "int_c_mean" not in table[0]
+    assert {r["target"] for r in runs if r["intervention"] == "True"} == {
+        "c", "c_prime", "s", "s_tilde",
+    }  # fmt: skip
+    text = (out / "table.md").read_text()
+    assert "| 3 | 0.75 | yes | no |" in text and "0.52 +- 0.09" in text  # the paper's value
+    assert (out / "table.png").stat().st_size > 1000
+    checkpoint = out / "original" / "row1" / "s0" / "checkpoints" / "step_00000004.pt"
+    before = checkpoint.stat().st_mtime_ns
+    again = table1.main(argv)
+    assert checkpoint.stat().st_mtime_ns == before  # nothing retrained
+    assert again == table
+
+
+def test_table1_rejects_bad_rows_and_settings(capsys):
+    table1 = load_app_script("identifiability", "table1", kind="experiment")
+    for argv, message in ((["--rows", "1,6"], "rows are 1-5"),
+                          (["--settings", "paper"], "--settings: choose from"),
+                          (["--seeds", "a"], "comma-separated integers")):  # fmt: skip
+        with pytest.raises(SystemExit) as info:
+            table1.parse_args(argv)
+        assert info.value.code == 2
+        assert message in capsys.readouterr().err

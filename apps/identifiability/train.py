@@ -5,7 +5,7 @@
         --statistical-dependence --content-dependent-style --out runs/ident-dep
     uv run apps/identifiability/prepare_data.py --out data/m3di-small
     uv run apps/identifiability/train.py --preset imgtxt --datapath data/m3di-small
-    torchrun --nproc_per_node 4 apps/identifiability/train.py --preset paper --device cuda
+    torchrun --nproc_per_node 4 apps/identifiability/train.py --preset paper --batch-size 1536 --device cuda
 
 Recipe: config -> data (latent model + frozen mixing, or an image/text folder) -> encoders ->
 loss (Lp-SimCLR or NT-Xent) -> fit. Writes DIR/config.json, metrics.jsonl, summary.json and

@@ -273,6 +273,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
     keys = [(st, r, s) for st in args.settings for r in args.rows for s in args.seeds]
     with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:
         futures = {key: pool.submit(one_run, args, *key) for key in keys}
+        # the first failure (or a SIGTERM'd training) stops the queue: no run starts after it
+        concurrent.futures.wait(futures.values(), return_when="FIRST_EXCEPTION")
+        for future in futures.values():
+            future.cancel()
         runs = {key: future.result() for key, future in futures.items()}
 
     from mm_eval.identifiability import write_results_csv
