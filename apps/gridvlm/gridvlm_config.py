@@ -55,10 +55,8 @@ class LMOptions:
         "gptj", "gptj (rotary positions, the original's family) or gpt2 (learned positions)"
     )
     n_layer: int = arg(2, "transformer blocks", ge=1)
-    n_embd: int = arg(
-        96, "width (at 64 with 2 heads, 1 of 3 seeds never learned to read the grid)", ge=8
-    )
-    n_head: int = arg(4, "attention heads", ge=1)
+    n_embd: int = arg(64, "width", ge=8)
+    n_head: int = arg(2, "attention heads", ge=1)
     vocab_size: int = arg(512, "BPE vocabulary size", ge=300)
     max_length: int = arg(256, "longest token sequence (context)", ge=16)
 
