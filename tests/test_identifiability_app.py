@@ -571,3 +571,24 @@ def test_table1_rejects_bad_rows_and_settings(capsys):
             table1.parse_args(argv)
         assert info.value.code == 2
         assert message in capsys.readouterr().err
+
+
+def test_help_and_the_simulation_do_not_import_the_image_models(tmp_path):
+    """timm (~25 s to import on a cold CPU) loads only when an image encoder is built."""
+    import subprocess
+    import sys
+
+    code = (
+        "import runpy, sys\n"
+        f"sys.path.insert(0, {str(APP)!r})  # as `python apps/identifiability/train.py` does\n"
+        "sys.argv = ['train.py', '--help']\n"
+        "try:\n"
+        f"    runpy.run_path({str(APP / 'train.py')!r}, run_name='__main__')\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "assert 'torch' not in sys.modules, 'torch imported by --help'\n"
+        "import identifiability_evaluation, identifiability_tasks\n"
+        "assert 'timm' not in sys.modules, 'timm imported by the simulation modules'\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
