@@ -20,8 +20,11 @@ copies the headline numbers into DIR/summary.json.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # runpy / importers
 
 from identifiability_config import EvalConfig
 

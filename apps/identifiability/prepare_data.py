@@ -12,8 +12,11 @@ phrasing text-specific). train.py --experiment imgtxt reads it, or the real arch
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # runpy / importers
 
 from identifiability_config import DataConfig
 

@@ -15,8 +15,11 @@ runs DIR/vocab.json and DIR/text_meta.json. Evaluate with eval.py --run DIR.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # runpy / importers
 
 from identifiability_config import IdentifiabilityConfig
 
