@@ -267,6 +267,12 @@ def save_text_meta(
     atomic_write_json(out / TEXT_META_FILE, meta)
 
 
+def saved_image_stats(meta: dict[str, Any]) -> dict[str, list[float]] | None:
+    """The image statistics recorded in a text_meta.json (None for runs trained before
+    images were normalised)."""
+    return {k: meta[k] for k in ("image_mean", "image_std")} if "image_mean" in meta else None
+
+
 def image_stats(train: Multimodal3DIdent) -> dict[str, list[float]]:
     """The training split's per-channel pixel mean and std (as the original normalises)."""
     mean, std = train.channel_stats()
@@ -283,7 +289,7 @@ def load_imgtxt_run(
             raise FileNotFoundError(f"{run / name} does not exist: the run lacks its {name}")
     vocab = Vocabulary.load(run / VOCAB_FILE)
     meta = json.loads((run / TEXT_META_FILE).read_text())
-    stats = {k: meta[k] for k in ("image_mean", "image_std")} if "image_mean" in meta else None
+    stats = saved_image_stats(meta)
     model = ImageTextEncoders(cfg, len(vocab), int(meta["max_len"]))
     load_model_weights(model, run, map_location=device)
     return model.to(device).eval(), vocab, int(meta["max_len"]), stats
@@ -314,8 +320,7 @@ def imgtxt_parts(cfg: IdentifiabilityConfig, out: Path, is_main: bool):
     train = open_split(cfg.datapath, "train", vocab=vocab, image_size=cfg.image_size)
     meta = out / TEXT_META_FILE
     saved = json.loads(meta.read_text()) if cfg.resume and meta.is_file() else {}
-    stats = {k: saved[k] for k in ("image_mean", "image_std")} if "image_mean" in saved else None
-    stats = stats or image_stats(train)
+    stats = saved_image_stats(saved) or image_stats(train)
     if is_main:
         save_text_meta(out, train.vocab, train.max_len, stats)
     loader = make_dataloader(

@@ -238,24 +238,29 @@ def nystroem_kernel_ridge_targets(
     """RBF ridge on Nystroem features for several targets of the same inputs: per target,
     (gamma, alpha) with the best leave-one-out score; {name: (test predictions, params)}.
 
-    The features and their SVD depend on the inputs and gamma only, so they are computed
-    once per gamma for all targets (what makes the per-factor table cheap)."""
+    The features and their Gram eigendecomposition depend on the inputs and gamma only, so
+    they are computed once per gamma for all targets (what makes the per-factor table
+    cheap); the score set is transformed once per gamma that some target chose."""
     m = min(n_components, len(train_z))
-    best: dict[str, tuple[float, float, float, Nystroem, np.ndarray, np.ndarray]] = {}
+    fitted: dict[float, tuple[Nystroem, np.ndarray]] = {}  # gamma -> (features, train mean)
+    best: dict[str, tuple[float, float, float, np.ndarray]] = {}  # loo, gamma, alpha, coef
     for gamma in gammas:
         features = Nystroem(kernel="rbf", gamma=gamma, n_components=m, random_state=seed)
         f_train = features.fit_transform(train_z)
+        fitted[gamma] = (features, f_train.mean(axis=0))
         path = _loo_ridge_path(f_train, alphas)
         for name, y in train_ys.items():
-            y = y.reshape(len(y), -1)
-            for alpha, (loo, coef) in zip(alphas, path(y)):
+            for alpha, (loo, coef) in zip(alphas, path(y.reshape(len(y), -1))):
                 if name not in best or loo > best[name][0]:
-                    best[name] = (loo, gamma, alpha, features, coef, f_train.mean(axis=0))
+                    best[name] = (loo, gamma, alpha, coef)
+    test_features: dict[float, np.ndarray] = {}
     out = {}
     for name, y in train_ys.items():
-        _, gamma, alpha, features, coef, f_mean = best[name]
-        y = y.reshape(len(y), -1)
-        pred = (features.transform(test_z) - f_mean) @ coef + y.mean(axis=0)
+        _, gamma, alpha, coef = best[name]
+        features, f_mean = fitted[gamma]
+        if gamma not in test_features:
+            test_features[gamma] = features.transform(test_z) - f_mean
+        pred = test_features[gamma] @ coef + y.reshape(len(y), -1).mean(axis=0)
         out[name] = (pred, {"gamma": gamma, "alpha": alpha})
     return out
 

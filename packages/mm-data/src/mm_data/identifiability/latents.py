@@ -164,11 +164,13 @@ class LatentModel:
         )  # fmt: skip
         self.cov_style_change = drawn["cov_style_change"]
         self.B, self.a = drawn["B"], drawn["a"]
-        covs = {
+        self._covs = {
             "c": self.cov_content, "s": self.cov_style, "m1": self.cov_m1,
             "m2": self.cov_m2, "a": self.cov_style_change,
         }  # fmt: skip
-        self._chol = {k: None if v is None else torch.linalg.cholesky(v) for k, v in covs.items()}
+        self._chol = {
+            k: None if v is None else torch.linalg.cholesky(v) for k, v in self._covs.items()
+        }
         self._on_device: dict[str, dict[str, torch.Tensor | None]] = {}
         # Batches come from their own stream so that parameters and data never share draws.
         self.generator = torch.Generator().manual_seed(cfg.seed + 1_000_003)
@@ -243,10 +245,7 @@ class LatentModel:
         """
         if block not in self._chol:
             raise ValueError(f"unknown block {block!r}; choose from {list(self._chol)}")
-        drawn = {
-            "c": self.cov_content, "s": self.cov_style, "m1": self.cov_m1,
-            "m2": self.cov_m2, "a": self.cov_style_change,
-        }[block]  # fmt: skip
+        drawn = self._covs[block]
         if drawn is not None:
             return drawn.double()
         cfg = self.cfg
