@@ -206,23 +206,112 @@ def test_eval_zero_shot_and_ood_on_a_clip_run(clip_run, tmp_path):
     assert (tmp_path / "ood_excess_risk.png").stat().st_size > 0
 
 
-def test_model_clip_losses_average_to_the_training_loss(clip_run):
+def test_heldout_clip_losses_average_to_the_training_loss(clip_run):
     """Per-sample losses (both directions summed) average to mm_losses' ghm_clip on one
     batch: the reference is the training loss itself."""
     import mm_losses
 
-    eval_script = _load("ghm_evaluation")
-    cfg, model = eval_script.load_clip_run(clip_run[0], torch.device("cpu"))
-    ghm = eval_script.build_ghm(cfg, torch.device("cpu"))
-    per_sample = eval_script.model_clip_losses(
-        model, ghm, 24, 24, 4, torch.Generator().manual_seed(3)
-    )
-    batch = eval_script.sample_clip(ghm, 24, torch.Generator().manual_seed(3), k=4)
+    ev = _load("ghm_evaluation")
+    cfg, model, clip = ev.load_run(clip_run[0], torch.device("cpu"))
+    ghm = ev.build_ghm(cfg, torch.device("cpu"))
+    scores = ev.score(cfg, model, clip, ghm, 24, 24, torch.Generator().manual_seed(3))
+    batch = ev.sample_task_batch(ghm, "clip", 24, torch.Generator().manual_seed(3), k=4)
     with torch.no_grad():
         f_text, f_image = model(batch.text, batch.image)
         reference = mm_losses.build("ghm_clip", num_negatives=4)(f_image, f_text)
-    assert per_sample.shape == (24,)
-    torch.testing.assert_close(per_sample.mean().float(), reference, rtol=1e-5, atol=1e-6)
+    assert scores["model"].shape == (24,)
+    torch.testing.assert_close(scores["model"].mean().float(), reference, rtol=1e-5, atol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def joint_runs(train, tmp_path_factory):
+    runs = {}
+    for task in ("dns", "nwp"):
+        out = tmp_path_factory.mktemp(task)
+        train([*TINY, "--task", task, "--steps", "4", "--out", str(out)])
+        runs[task] = out
+    return runs
+
+
+@pytest.mark.parametrize("task", ["dns", "nwp"])
+def test_eval_run_scores_the_distance_to_bayes(joint_runs, task, tmp_path):
+    """risk - Bayes risk = distance to Bayes + a cross term of mean zero: E||f - x||^2 =
+    E||f - E[x|.]||^2 + E||E[x|.] - x||^2 (dns), CE(model) = CE(BP) + KL(BP || model) (nwp)."""
+    ev = _load("ghm_evaluation")
+    cfg, model, clip = ev.load_run(joint_runs[task], torch.device("cpu"))
+    ghm = ev.build_ghm(cfg, torch.device("cpu"))
+    s = ev.score(cfg, model, clip, ghm, 3000, 500, torch.Generator().manual_seed(0))
+    cross = s["model"] - s["bayes"] - s["distance"]
+    assert abs(float(cross.mean())) < 4 * ev.standard_error(cross)
+    assert (s["distance"] >= -1e-12).all()
+    # the distance from a per-sample loop written here
+    batch = ev.sample_task_batch(ghm, task, 5, torch.Generator().manual_seed(1))
+    one = ev.batch_scores(cfg, model, clip, ghm, batch)
+    for b in range(5):
+        if task == "dns":
+            with torch.no_grad():
+                pred = model(batch.noisy_image[b : b + 1], batch.text[b : b + 1])[0].double()
+            mean = ev.bayes_denoising_mean(ghm, batch.text[b : b + 1], batch.noisy_image[b : b + 1])
+            expected = float(((pred - mean[0].double()) ** 2).sum())
+        else:
+            with torch.no_grad():
+                logits = model(batch.input[b : b + 1], batch.image[b : b + 1])[0].double()
+            p = ev.bayes_next_token_log_probs(ghm, batch.image[b : b + 1], batch.text[b : b + 1])
+            p = p[0].double().exp()
+            q = torch.softmax(logits, -1)
+            expected = float(
+                sum((p[j] * (p[j] / q[j]).log()).sum() for j in range(len(p))) / len(p)
+            )
+        assert float(one["distance"][b]) == pytest.approx(expected, rel=1e-6, abs=1e-9)
+    summary = _load("eval").main(
+        ["--run", str(joint_runs[task]), "--samples", "200", "--device", "cpu",
+         "--out", str(tmp_path)]
+    )  # fmt: skip
+    name = {"dns": "mse_to_bayes_mean", "nwp": "kl_to_bayes"}[task]
+    written = json.loads((tmp_path / "summary.json").read_text())
+    assert written[name] == summary[name] > 0 and written["bayes_risk"] > 0
+    if task == "nwp":
+        rows = (tmp_path / "kl_by_position.csv").read_text().splitlines()
+        assert len(rows) == 1 + cfg.n_child**cfg.n_layer - 1  # header + one per predicted leaf
+        assert (tmp_path / "kl_by_position.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize("task", ["dns", "nwp"])
+def test_eval_ood_on_a_joint_run_pairs_misspecified_bp(joint_runs, task, tmp_path):
+    summary = _load("eval").main(
+        ["--run", str(joint_runs[task]), "--ood", "--p-values", "0.1,0.2", "--samples", "100",
+         "--device", "cpu", "--out", str(tmp_path)]
+    )  # fmt: skip
+    assert summary["ood_misspecified_excess_p0.2"] == 0.0  # training p: misspecified == exact
+    assert summary["ood_misspecified_excess_p0.1"] != 0.0
+    header = (tmp_path / "ood.csv").read_text().splitlines()[0]
+    name = {"dns": "mse_to_bayes_mean", "nwp": "kl_to_bayes"}[task]
+    assert f"learned_{name}" in header and f"misspecified_{name}_stderr" in header
+
+
+def test_eval_zero_shot_needs_a_clip_run(joint_runs, tmp_path):
+    with pytest.raises(ValueError, match=r"--zero-shot needs a clip run; --run .* is a dns run"):
+        _load("eval").main(
+            ["--run", str(joint_runs["dns"]), "--zero-shot", "--samples", "16", "--device", "cpu",
+             "--out", str(tmp_path)]
+        )  # fmt: skip
+
+
+def test_eval_with_nothing_to_do_exits_2(tmp_path, capsys):
+    with pytest.raises(SystemExit) as info:
+        _load("eval").main(["--out", str(tmp_path)])
+    assert info.value.code == 2
+    assert "nothing to do" in capsys.readouterr().err
+
+
+def test_summary_records_what_was_trained(clip_run):
+    out, summary = clip_run
+    assert (summary["d_model"], summary["depth"], summary["lr"]) == (16, 1, 1e-3)
+    model = _load("ghm_tasks").build_model(
+        _load("ghm_tasks").load_config(_load("ghm_tasks").GHMAppConfig, out / "config.json")
+    )
+    assert summary["parameters"] == sum(p.numel() for p in model.parameters())
+    assert summary["bayes_samples"] == 200 and summary["global_batch"] == 8
 
 
 def test_eval_compare_scores_runs_on_the_same_samples(train, clip_run, tmp_path):
@@ -233,6 +322,7 @@ def test_eval_compare_scores_runs_on_the_same_samples(train, clip_run, tmp_path)
     args = ["--run", str(base), "--compare", str(shallow), "--samples", "64", "--device", "cpu"]
     summary = evaluate([*args, "--out", str(tmp_path / "cmp")])
     assert summary["compare0_minus_run"] == 0.0 and summary["compare0_minus_run_stderr"] == 0.0
+    assert summary["compare_bayes_risk"] == summary["bayes_risk"]  # one set of samples
     assert summary["compare1_minus_run"] != 0.0 and summary["compare1_minus_run_stderr"] > 0
     assert summary["compare0_excess_risk"] == pytest.approx(
         summary["compare0_risk"] - summary["compare_bayes_risk"]

@@ -1,12 +1,14 @@
-"""Evaluate GHM tasks: exact Bayes risks, and a trained CLIP run's zero-shot and OOD risks.
+"""Evaluate GHM runs against exact Bayes (belief propagation), on common random numbers.
 
     uv run apps/ghm/eval.py --bayes --preset paper --task clip --p 0.2 --out DIR
-    uv run apps/ghm/eval.py --run runs/ghm --zero-shot --out DIR     # risk vs M, A/M + B fit
-    uv run apps/ghm/eval.py --run runs/ghm --ood --out DIR           # test p sweep vs Bayes
-                                                                     # and misspecified BP
+    uv run apps/ghm/eval.py --run runs/ghm --out DIR        # held-out risk vs Bayes, any task;
+        # dns runs: mse_to_bayes_mean, nwp runs: kl_to_bayes (+ kl_by_position.csv/png)
+    uv run apps/ghm/eval.py --run runs/ghm --zero-shot --out DIR   # clip: risk vs M, A/M + B
+    uv run apps/ghm/eval.py --run runs/ghm --ood --out DIR    # test p sweep vs Bayes and
+                                                              # misspecified BP, any task
     uv run apps/ghm/eval.py --run runs/ghm --compare runs/ghm-shallow --out DIR
-        # CLIP risk of several runs of one tree and Bayes on the same samples, with the
-        # paired difference to --run and its standard error
+        # several runs of one task and tree on the same samples, with the paired
+        # difference to --run and its standard error
 
 Writes DIR/summary.json (flat keys), CSV tables and PNG plots.
 """

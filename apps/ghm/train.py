@@ -35,7 +35,6 @@ def train(cfg: GHMAppConfig) -> dict[str, float]:
     import torch
     from ghm_tasks import (
         DATA_TASK,
-        RecentLosses,
         build_ghm,
         build_model,
         learning_rate,
@@ -47,7 +46,9 @@ def train(cfg: GHMAppConfig) -> dict[str, float]:
     from mm_data.ghm import bayes_risk_samples, standard_error
     from mm_train import (
         OnlineSampler,
+        RecentLosses,
         RunLogger,
+        all_gather_cat,
         build_adamw,
         build_scheduler,
         cleanup,
@@ -105,20 +106,36 @@ def train(cfg: GHMAppConfig) -> dict[str, float]:
         desc=f"ghm {cfg.task}/{cfg.variant}",
     )
 
-    generator = torch.Generator(device=info.device).manual_seed(10_000 + cfg.seed)
-    bayes = bayes_risk_samples(
-        ghm, DATA_TASK[cfg.task], cfg.bayes_samples, generator=generator, k=cfg.num_negatives
+    # the risk window and the Bayes samples are shared out over the ranks and gathered:
+    # the same numbers whatever the number of processes
+    share = cfg.bayes_samples // info.world_size + (info.rank < cfg.bayes_samples % info.world_size)
+    generator = torch.Generator(device=info.device).manual_seed(
+        worker_seed(10_000 + cfg.seed, info.rank)
     )
-    risk, bayes_mean = recent.mean(), float(bayes.double().mean())
+    bayes = all_gather_cat(
+        bayes_risk_samples(
+            ghm, DATA_TASK[cfg.task], share, generator=generator, k=cfg.num_negatives
+        )
+        if share
+        else torch.empty(0, device=info.device)
+    )
+    risk, bayes_mean = recent.mean_over_ranks(), float(bayes.double().mean())
     summary = {
         "task": cfg.task,
         "variant": cfg.variant,
         "attention": cfg.attention,
         "p": cfg.p,
+        "d_model": model.config.d_model,
+        "depth": model.config.n_layer,
+        "n_head": model.config.n_head,
+        "lr": lr,
+        "parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
+        "global_batch": cfg.batch_size * info.world_size,
         "steps": result.step,
         "risk": risk,
         "bayes_risk": bayes_mean,
         "bayes_risk_stderr": standard_error(bayes),
+        "bayes_samples": bayes.numel(),
         "excess_risk": risk - bayes_mean,
         "relative_excess_risk": (risk - bayes_mean) / bayes_mean,
         "train_seconds": result.elapsed_s,

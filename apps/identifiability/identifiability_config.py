@@ -68,6 +68,9 @@ class IdentifiabilityConfig(RunOptions):
         6144, "samples per step per process (global batch = this x processes)", ge=1
     )
     lr: float = arg(0.0, "Adam learning rate; 0 = paper (mlp 1e-4, imgtxt 1e-5)", ge=0)
+    lr_schedule: Literal["constant", "cosine"] = arg(
+        "constant", "constant (the paper) or cosine decay to lr/100 over --steps"
+    )
     steps: int = arg(300_000, "optimizer steps", ge=1, may_change=True)
     clip_grad: float = arg(2.0, "gradient-norm clipping", gt=0)
     threads: int = arg(0, "torch CPU threads; 0 = torch's default", ge=0, may_change=True)

@@ -48,6 +48,7 @@ def train(cfg: IdentifiabilityConfig) -> dict[str, Any]:
 
     from mm_train import (
         atomic_write_json,
+        build_scheduler,
         cleanup,
         config_to_dict,
         fit,
@@ -69,11 +70,15 @@ def train(cfg: IdentifiabilityConfig) -> dict[str, Any]:
         model, data, step_fn, stateful = imgtxt_parts(cfg, out, info.is_main)
     model = model.to(info.device)
     optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate(cfg))
+    scheduler = build_scheduler(
+        optimizer, cfg.lr_schedule, total=cfg.steps, min_lr=learning_rate(cfg) / 100
+    )
     result = fit(
         wrap_ddp(model, info),
         step_fn,
         data,
         optimizer,
+        scheduler=scheduler,
         max_steps=cfg.steps,
         clip_grad_norm=cfg.clip_grad,
         amp=cfg.amp,

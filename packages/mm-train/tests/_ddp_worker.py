@@ -26,13 +26,14 @@ from torch.utils.data import TensorDataset
 
 from mm_train.distributed import (
     ResumableDistributedSampler,
+    all_gather_cat,
     all_reduce_mean,
     cleanup,
     init_distributed,
     make_dataloader,
     wrap_ddp,
 )
-from mm_train.loop import fit
+from mm_train.loop import RecentLosses, fit
 from mm_train.optim import build_adamw
 from mm_train.schedules import build_scheduler
 from mm_train.seeding import seed_everything
@@ -123,12 +124,18 @@ def main(out_dir: Path) -> None:
         )
 
     sampler = ResumableDistributedSampler(NUM_SAMPLES + 3, seed=SAMPLER_SEED)  # pads
+    window = RecentLosses(3)
+    for value in range(info.rank * 10, info.rank * 10 + 1 + info.rank):  # rank 0: 1 value, 1: 2
+        window.add(value)
     torch.save(
         {
             "eval_modes": eval_modes,
             "warnings": [str(w.message) for w in caught],
             "seen": int(counter.seen),
             "mean": all_reduce_mean(torch.tensor([info.rank + 1.0])),
+            "gathered": all_gather_cat(torch.arange(info.rank + 1) + 10 * info.rank),
+            "window_mean": window.mean(),
+            "window_mean_over_ranks": window.mean_over_ranks(),
             "sampler_rank": sampler.rank,
             "indices": sampler.epoch_indices(),
         },

@@ -199,6 +199,10 @@ def test_ddp_saves_per_rank_state_and_evaluates_with_stateful_modules_in_eval_mo
         drift = [w for w in ranks[r]["warnings"] if "drift apart" in w]
         assert len(drift) == 1 and "stray.weight" in drift[0] and "1 optimiser" in drift[0]
         assert torch.allclose(ranks[r]["mean"], torch.tensor([1.5]))
+        # rank 0 holds [0], rank 1 [10, 11]: concatenated in rank order, sizes may differ
+        assert ranks[r]["gathered"].tolist() == [0, 10, 11]
+        assert ranks[r]["window_mean"] == [0.0, 10.5][r]
+        assert ranks[r]["window_mean_over_ranks"] == pytest.approx(21 / 3)  # all values pooled
         assert ranks[r]["sampler_rank"] == r
     indices = ranks[0]["indices"] + ranks[1]["indices"]
     assert len(indices) == 2 * 18 and set(indices) == set(range(worker.NUM_SAMPLES + 3))

@@ -406,3 +406,23 @@ def test_fit_writes_curves_and_extra_loggers(tmp_path) -> None:
     )
     assert (tmp_path / "curves.png").read_bytes()[:4] == b"\x89PNG"
     assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def test_recent_losses_keeps_the_last_window_and_resumes_exactly() -> None:
+    from mm_train import RecentLosses
+
+    window = RecentLosses(3)
+    assert math.isnan(window.mean())
+    for value in [5.0, 1.0, 2.0, 3.0]:
+        window.add(value)
+    assert window.mean() == pytest.approx(2.0)  # 5 dropped out of the window
+    assert window.mean_over_ranks() == window.mean()  # one process
+    restored = RecentLosses(3)
+    restored.load_state_dict(window.state_dict())
+    window.add(10.0)
+    restored.add(10.0)
+    assert restored.mean() == window.mean() == pytest.approx(5.0)
+    with pytest.raises(ValueError, match="3 values, this run keeps 4"):
+        RecentLosses(4).load_state_dict(window.state_dict())
+    with pytest.raises(ValueError, match="window must be a positive integer, got 0"):
+        RecentLosses(0)

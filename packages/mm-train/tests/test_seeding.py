@@ -257,3 +257,16 @@ def test_seeded_dataset_gives_each_sample_its_own_draw_per_epoch() -> None:
     data.set_epoch(1)
     assert not any(torch.equal(a, data[i]) for i, a in enumerate(first))
     assert len(data) == 4
+
+
+def test_replaying_hands_out_generators_on_one_drawn_seed() -> None:
+    from mm_train import replaying
+
+    gen = torch.Generator().manual_seed(0)
+    same = replaying(gen)
+    a, b = torch.rand(5, generator=same()), torch.rand(5, generator=same())
+    assert torch.equal(a, b)
+    other = replaying(gen)  # the next seed drawn from gen: other samples
+    assert not torch.equal(a, torch.rand(5, generator=other()))
+    again = replaying(torch.Generator().manual_seed(0))  # reproducible from gen's seed
+    assert torch.equal(a, torch.rand(5, generator=again()))

@@ -44,6 +44,7 @@ _EXPORTS = {
         "DistInfo",
         "ResumableDistributedSampler",
         "SeededDataset",
+        "all_gather_cat",
         "all_reduce_mean",
         "barrier",
         "cleanup",
@@ -72,6 +73,7 @@ _EXPORTS = {
         "Interrupted",
         "NonFiniteLossError",
         "OnlineSampler",
+        "RecentLosses",
         "fit",
         "move_to_device",
         "updates_per_epoch",
@@ -95,6 +97,7 @@ _EXPORTS = {
     ),
     "seeding": (
         "enable_determinism",
+        "replaying",
         "resolve_device",
         "rng_state",
         "sample_seed",

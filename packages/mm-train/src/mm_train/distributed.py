@@ -123,6 +123,16 @@ def all_reduce_mean(tensor: torch.Tensor) -> torch.Tensor:
     return out
 
 
+def all_gather_cat(tensor: torch.Tensor) -> torch.Tensor:
+    """``tensor`` of every process concatenated along dim 0 in rank order (sizes may
+    differ), on ``tensor``'s device; the tensor itself in a single process."""
+    if not is_distributed():
+        return tensor
+    parts: list[torch.Tensor | None] = [None] * dist.get_world_size()
+    dist.all_gather_object(parts, tensor.detach().cpu())
+    return torch.cat([p for p in parts if p is not None]).to(tensor.device)
+
+
 class ResumableDistributedSampler(Sampler[int]):
     """Each rank's share of a per-epoch permutation, which can start part-way into an epoch.
 

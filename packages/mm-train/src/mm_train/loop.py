@@ -144,6 +144,51 @@ class OnlineSampler:
         self.generator.set_state(state["generator"].cpu())
 
 
+class RecentLosses:
+    """The last ``window`` values of a training loss, checkpointable (pass it in ``fit``'s
+    ``stateful``), so that a resumed run reports exactly the risk of an uninterrupted one.
+
+    ``mean()`` is this process's window; ``mean_over_ranks()`` averages the windows of all
+    DDP ranks (every rank must call it), the risk of the global batch.
+    """
+
+    def __init__(self, window: int) -> None:
+        if isinstance(window, bool) or not isinstance(window, int) or window < 1:
+            raise ValueError(f"window must be a positive integer, got {window!r}")
+        self.values = torch.full((window,), float("nan"), dtype=torch.float64)
+        self.count = 0
+
+    def add(self, value: float) -> None:
+        self.values[self.count % self.values.numel()] = float(value)
+        self.count += 1
+
+    def mean(self) -> float:
+        """Mean of the stored values (NaN before the first ``add``)."""
+        kept = self.values[~self.values.isnan()]
+        return float(kept.mean()) if kept.numel() else float("nan")
+
+    def mean_over_ranks(self) -> float:
+        """The mean over every rank's stored values (``mean()`` in one process)."""
+        if get_world_size() == 1:
+            return self.mean()
+        kept = self.values[~self.values.isnan()]
+        parts = _gather_objects((float(kept.sum()), kept.numel()))
+        return sum(total for total, _ in parts) / max(1, sum(n for _, n in parts))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"values": self.values.clone(), "count": self.count}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        values = torch.as_tensor(state["values"], dtype=torch.float64)
+        if values.shape != self.values.shape:
+            raise ValueError(
+                f"checkpointed loss window has {values.numel()} values, this run keeps "
+                f"{self.values.numel()}"
+            )
+        self.values = values.clone()
+        self.count = int(state["count"])
+
+
 def updates_per_epoch(data: Sized, grad_accum: int = 1) -> int:
     """Optimizer steps in one epoch of ``data`` (the last step may use fewer micro-batches)."""
     if grad_accum < 1:

@@ -15,7 +15,7 @@ import contextlib
 import os
 import random
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -231,3 +231,11 @@ def seeded(seed: int) -> Iterator[None]:
             random.setstate(saved[0])
             np.random.set_state(saved[1])
             torch.set_rng_state(saved[2])
+
+
+def replaying(generator: torch.Generator) -> Callable[[], torch.Generator]:
+    """Draw one seed from ``generator``; each call of the result is a fresh generator on
+    that seed (same device), so estimators given one each see the same samples (common
+    random numbers: paired differences with a small standard error)."""
+    seed = int(torch.randint(2**62, (), generator=generator, device=generator.device))
+    return lambda: torch.Generator(device=generator.device).manual_seed(seed)
