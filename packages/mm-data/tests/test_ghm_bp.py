@@ -320,3 +320,15 @@ def test_mismatched_batch_sizes_raise():
         )
     with pytest.raises(ValueError, match="vocab size"):
         clip_log_score(torch.zeros(2, 3), torch.zeros(2, 4), joint.log_prior)
+
+
+def test_bp_tables_belong_to_the_bp_module_built_once_per_tree():
+    from mm_data.ghm.belief_propagation import _leaf_tables
+
+    ghm = GHM(GHMConfig(p=0.3))
+    assert not any(name.startswith(("_combo_h", "_combo_msg", "_leaf_rows")) for name in vars(ghm))
+    tables = _leaf_tables(ghm)
+    assert _leaf_tables(ghm) is tables  # cached
+    shifted = ghm.with_p(0.1)
+    assert _leaf_tables(shifted) is not tables  # other matrices, other tables
+    assert not torch.equal(_leaf_tables(shifted).combo_h, tables.combo_h)

@@ -16,12 +16,80 @@ extra evidence on the root, e.g. the other modality's upward root message.
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
 from mm_data.ghm.tree import GHM
+
+
+_MAX_COMBO_TABLE = 1 << 22  # entries of the leaf-parent look-up table (16 MiB in float32)
+
+
+@dataclass
+class _LeafTables:
+    """Look-up tables of the lowest BP levels for observed leaves, built once per GHM.
+
+    ``leaf_rows``: an observed leaf x in slot s of parent p sends ``log M_{p,s}[:, x]``
+    (row ``(group*S + s)*V + x``). Indexed by the value combination ``c = sum_s x_s V^(S-1-s)``
+    of the ``S`` leaves under a parent ``q`` (precomputed in float64 with the same formulas):
+    ``h(q) = sum_s log M_s[:, x_s]`` (``combo_h``, rows ``combo_h_base[q] + c``) and the message
+    of ``q`` to its own parent ``log(M_q @ exp(h(q) - max h(q)))`` (``combo_msg``); the combo
+    tables are None when they would exceed ``_MAX_COMBO_TABLE`` entries.
+    """
+
+    leaf_rows: torch.Tensor
+    combo_weights: torch.Tensor
+    combo_h: torch.Tensor | None = None
+    combo_h_base: torch.Tensor | None = None
+    combo_msg: torch.Tensor | None = None
+    combo_msg_base: torch.Tensor | None = None
+
+
+_TABLES: weakref.WeakKeyDictionary[GHM, _LeafTables] = weakref.WeakKeyDictionary()
+
+
+def _leaf_tables(ghm: GHM) -> _LeafTables:
+    """The BP look-up tables of ``ghm`` (built on first use, kept while ``ghm`` lives)."""
+    found = _TABLES.get(ghm)
+    if found is None:
+        found = _TABLES[ghm] = _build_leaf_tables(ghm)
+    return found
+
+
+def _build_leaf_tables(ghm: GHM) -> _LeafTables:
+    cfg = ghm.config
+    v, s, n_layer = cfg.vocab, cfg.n_child, cfg.n_layer
+    rows = ghm.log_transitions[-1].transpose(-1, -2).reshape(-1, v).contiguous()
+    out = _LeafTables(rows, (v ** torch.arange(s - 1, -1, -1)).to(ghm.device))
+    n_q, combos = cfg.level_size(n_layer - 1), v**s
+    if n_q * combos * v > _MAX_COMBO_TABLE:
+        return out
+    m64s = ghm._m64
+    tiny = torch.finfo(ghm.dtype).tiny  # same floor as the run-time log-matrices
+    logm = torch.log(m64s[-1].clamp_min(tiny))  # [G, S, V(parent), V(leaf)]
+    h = logm[:, 0]
+    for slot in range(1, s):
+        h = (h[:, :, :, None] + logm[:, slot][:, :, None, :]).flatten(2)  # [G, V, C]
+    hgroup = torch.arange(n_q) if h.shape[0] > 1 else torch.zeros(n_q, dtype=torch.long)
+    out.combo_h = h.transpose(1, 2).reshape(-1, v).to(ghm.device, ghm.dtype)
+    out.combo_h_base = (hgroup * combos).to(ghm.device)
+    if n_layer < 2:
+        return out
+    e = torch.exp(h - h.amax(1, keepdim=True))  # [G, V(q), C]
+    up = m64s[-2]  # [G', S, V(parent of q), V(q)]
+    if up.shape[0] == 1 and h.shape[0] == 1:  # translation invariant: depends on slot(q)
+        msg = torch.einsum("suv,vc->scu", up[0], e[0])  # [S, C, V]
+        mgroup = torch.arange(n_q) % s
+    else:  # own matrices: one table block per node q
+        up_q = up.reshape(-1, v, v)  # node q = parent*S + slot
+        msg = torch.einsum("quv,qvc->qcu", up_q, e.expand(n_q, -1, -1))
+        mgroup = torch.arange(n_q)
+    out.combo_msg = torch.log(msg.clamp_min(tiny)).reshape(-1, v).to(ghm.device, ghm.dtype)
+    out.combo_msg_base = (mgroup * combos).to(ghm.device)
+    return out
 
 # ----------------------------------------------------------------------------- checks
 
@@ -172,7 +240,7 @@ def _upward(
 
     ``need``: ``"all"`` (every message), ``"below"`` (every ``h``) or ``"root"``. For observed
     leaves the lowest one or two levels are table look-ups of the values of the leaves under
-    each parent (``GHM._build_combo_tables``) when the per-slot messages are not needed.
+    each parent (:class:`_LeafTables`) when the per-slot messages are not needed.
     """
     cfg = ghm.config
     s, v, n_layer = cfg.n_child, cfg.vocab, cfg.n_layer
@@ -191,19 +259,20 @@ def _upward(
         return _upward_from(ghm, msg.sum(0), n_layer - 1, to_parent, below, lik)
     leaves = _check_leaves(ghm, leaves)
     b = leaves.shape[0]
-    if need == "root" and ghm._combo_msg is not None:
+    tables = _leaf_tables(ghm)
+    if need == "root" and tables.combo_msg is not None:
         # messages of the parents of the leaves to their own parents, looked up
-        combo = (leaves.view(b, -1, s) * ghm._combo_weights).sum(-1) + ghm._combo_msg_base
-        msg = F.embedding(combo, ghm._combo_msg)  # [B, n_{L-1}, V]
+        combo = (leaves.view(b, -1, s) * tables.combo_weights).sum(-1) + tables.combo_msg_base
+        msg = F.embedding(combo, tables.combo_msg)  # [B, n_{L-1}, V]
         h = msg.view(b, -1, s, v).sum(2).permute(2, 1, 0).contiguous()
         return _upward_from(ghm, h, n_layer - 2, to_parent, below)
-    if need != "all" and ghm._combo_h is not None:
-        combo = (leaves.view(b, -1, s) * ghm._combo_weights).sum(-1) + ghm._combo_h_base
-        h = F.embedding(combo, ghm._combo_h).permute(2, 1, 0).contiguous()  # [V, P, B]
+    if need != "all" and tables.combo_h is not None:
+        combo = (leaves.view(b, -1, s) * tables.combo_weights).sum(-1) + tables.combo_h_base
+        h = F.embedding(combo, tables.combo_h).permute(2, 1, 0).contiguous()  # [V, P, B]
         return _upward_from(ghm, h, n_layer - 1, to_parent, below)
     # an observed leaf x in slot s sends log M_s[:, x] straight to its parent
     rows = ghm._row_base[-1] + leaves.view(b, -1, s)  # [B, P, S]
-    msg = F.embedding(rows, ghm._leaf_rows).permute(2, 3, 1, 0).contiguous()  # [S, V, P, B]
+    msg = F.embedding(rows, tables.leaf_rows).permute(2, 3, 1, 0).contiguous()  # [S, V, P, B]
     to_parent[n_layer - 1] = msg
     return _upward_from(ghm, msg.sum(0), n_layer - 1, to_parent, below)
 

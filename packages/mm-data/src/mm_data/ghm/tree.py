@@ -26,7 +26,6 @@ from dataclasses import dataclass
 import torch
 
 MODALITIES = ("text", "image")
-_MAX_COMBO_TABLE = 1 << 22  # entries of the leaf-parent look-up table (16 MiB in float32)
 _MAX_COMBO_SAMPLER = 1 << 20  # entries of a level's joint-children alias table
 
 
@@ -186,48 +185,9 @@ class GHM:
             self._alias_index.append(alias.reshape(-1).to(self.device))
             self._bmm_up.append(m[0].contiguous())
             self._bmm_down.append(m[0].transpose(-1, -2).contiguous())
-        # observed leaf x in slot s of parent p sends log M_{p,s}[:, x]: row (group*S + s)*V + x
-        self._leaf_rows = self.log_transitions[-1].transpose(-1, -2).reshape(-1, v).contiguous()
-        self._build_combo_tables(m64s)
-        self._m64 = m64s
+        self._m64 = m64s  # float64 matrices per level, for tables built on first use
         self._combo_samplers: dict[int, _ComboSampler | None] = {}
         self.log_prior = torch.full((v,), -math.log(v), device=self.device, dtype=dtype)
-
-    def _build_combo_tables(self, m64s: list[torch.Tensor]) -> None:
-        """Look-up tables indexed by the value combination ``c = sum_s x_s V^(S-1-s)`` of the
-        ``S`` leaves under a parent ``q`` (precomputed in float64 with the same BP formulas):
-        ``h(q) = sum_s log M_s[:, x_s]`` (rows ``hgroup(q)*V^S + c``), and the message of ``q`` to
-        its own parent ``log(M_q @ exp(h(q) - max h(q)))`` (rows ``mgroup(q)*V^S + c``)."""
-        cfg = self.config
-        v, s, n_layer = cfg.vocab, cfg.n_child, cfg.n_layer
-        n_q = cfg.level_size(n_layer - 1)
-        self._combo_weights = (v ** torch.arange(s - 1, -1, -1)).to(self.device)
-        self._combo_h: torch.Tensor | None = None
-        self._combo_msg: torch.Tensor | None = None
-        combos = v**s
-        if n_q * combos * v > _MAX_COMBO_TABLE:
-            return
-        tiny = torch.finfo(self.dtype).tiny  # same floor as the run-time log-matrices
-        logm = torch.log(m64s[-1].clamp_min(tiny))  # [G, S, V(parent), V(leaf)]
-        h = logm[:, 0]
-        for slot in range(1, s):
-            h = (h[:, :, :, None] + logm[:, slot][:, :, None, :]).flatten(2)  # [G, V, C]
-        hgroup = torch.arange(n_q) if h.shape[0] > 1 else torch.zeros(n_q, dtype=torch.long)
-        self._combo_h = h.transpose(1, 2).reshape(-1, v).to(self.device, self.dtype)
-        self._combo_h_base = (hgroup * combos).to(self.device)
-        if n_layer < 2:
-            return
-        e = torch.exp(h - h.amax(1, keepdim=True))  # [G, V(q), C]
-        up = m64s[-2]  # [G', S, V(parent of q), V(q)]
-        if up.shape[0] == 1 and h.shape[0] == 1:  # translation invariant: depends on slot(q)
-            msg = torch.einsum("suv,vc->scu", up[0], e[0])  # [S, C, V]
-            mgroup = torch.arange(n_q) % s
-        else:  # own matrices: one table block per node q
-            up_q = up.reshape(-1, v, v)  # node q = parent*S + slot
-            msg = torch.einsum("quv,qvc->qcu", up_q, e.expand(n_q, -1, -1))
-            mgroup = torch.arange(n_q)
-        self._combo_msg = torch.log(msg.clamp_min(tiny)).reshape(-1, v).to(self.device, self.dtype)
-        self._combo_msg_base = (mgroup * combos).to(self.device)
 
     def _combo_sampler(self, level: int) -> _ComboSampler | None:
         """Joint-children alias tables of ``level`` (built on first use; None if too big)."""
