@@ -382,23 +382,6 @@ def _experiment(name: str):
     return load_app_script("ghm", name, kind="experiment")
 
 
-def test_additive_posterior_is_exact_bayes_on_a_one_level_tree():
-    """With one level the leaves are independent given the root, so untempered naive Bayes
-    (alpha = 1) is the exact posterior and its CLIP losses equal Bayes' sample by sample."""
-    from mm_data.ghm import GHMConfig, JointGHM, sample_clip
-    from mm_data.ghm.bayes import bayes_clip_losses
-
-    gap = _experiment("additive_gap")
-    joint = JointGHM(GHMConfig(n_layer=1, n_child=5, vocab=4, p=0.3), dtype=torch.float64)
-    batch = sample_clip(joint, 64, torch.Generator().manual_seed(0), k=3)
-    torch.testing.assert_close(
-        gap.additive_clip_losses(joint, batch, 1.0), bayes_clip_losses(joint, batch)
-    )
-    # the path product is a transition matrix from root to leaf
-    rows = gap.leaf_given_root(JointGHM(GHMConfig(n_layer=3, n_child=2, vocab=4)).text)
-    torch.testing.assert_close(rows.sum(-1), torch.ones(8, 4, dtype=torch.float64))
-
-
 def test_additive_gap_script_finds_a_gap_only_on_deep_trees(tmp_path):
     gap = _experiment("additive_gap")
     rows = gap.main(["--trees", "1,3,4", "3,2,6", "--samples", "600", "--out", str(tmp_path)])

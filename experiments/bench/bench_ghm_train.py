@@ -28,9 +28,9 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "apps" / "ghm"))
 
-from ghm_tasks import GHMAppConfig, build_ghm, build_model, make_step_fn, sample_fn  # noqa: E402
+from ghm_tasks import GHMAppConfig, build_ghm, build_model, make_step_fn, sample_fn
 
-from mm_train import build_adamw  # noqa: E402
+from mm_train import build_adamw
 
 
 class PlainEncoder(nn.Module):
@@ -43,9 +43,14 @@ class PlainEncoder(nn.Module):
         self.pos = nn.Parameter(torch.zeros(n_leaves, d))
         self.blocks = nn.ModuleList(
             nn.ModuleDict(
-                {"ln1": nn.LayerNorm(d), "qkv": nn.Linear(d, 3 * d), "ln2": nn.LayerNorm(d),
-                 "fc": nn.Linear(d, 4 * d), "proj": nn.Linear(4 * d, d)}
-            )  # fmt: skip
+                {
+                    "ln1": nn.LayerNorm(d),
+                    "qkv": nn.Linear(d, 3 * d),
+                    "ln2": nn.LayerNorm(d),
+                    "fc": nn.Linear(d, 4 * d),
+                    "proj": nn.Linear(4 * d, d),
+                }
+            )
             for _ in range(depth)
         )
         self.ln_f = nn.LayerNorm(d)
@@ -120,7 +125,9 @@ def main() -> None:
     with torch.no_grad():
         mine, reference = step(ours, batch)[0], plain_loss(plain, batch, cfg.num_negatives)
     if not math.isclose(float(mine), float(reference), rel_tol=1e-5):
-        raise SystemExit(f"the plain model disagrees with ours: {float(reference)} vs {float(mine)}")
+        raise SystemExit(
+            f"the plain model disagrees with ours: {float(reference)} vs {float(mine)}"
+        )
 
     def one_step(model, loss_fn, optimizer, autocast: bool = False):
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
@@ -137,7 +144,7 @@ def main() -> None:
         "ours bf16": (ours, lambda m: step(m, batch)[0], build_adamw(ours, lr=1e-3), True),
     }  # fmt: skip
     times: dict[str, list[float]] = {name: [] for name in [*runners, "sampling"]}
-    for name, (model, loss_fn, opt, amp) in runners.items():
+    for model, loss_fn, opt, amp in runners.values():
         one_step(model, loss_fn, opt, amp)  # warm-up
     for _ in range(args.repeats):
         for name, (model, loss_fn, opt, amp) in runners.items():

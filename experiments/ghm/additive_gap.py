@@ -22,52 +22,13 @@ from pathlib import Path
 import torch
 
 from mm_data.ghm import (
-    GHM,
     GHMConfig,
     JointGHM,
+    additive_clip_losses,
     bayes_clip_losses,
-    clip_logits_from_root_posteriors,
-    k_negative_clip_losses,
     sample_clip,
 )
-
-ALPHAS = (0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
-
-
-def leaf_given_root(ghm: GHM) -> torch.Tensor:
-    """P(leaf j = v | root = r) as [n_leaves, V(root), V(leaf)]: the product of the
-    transition matrices on the path from the root to each leaf."""
-    c = ghm.config
-    rows = []
-    for leaf in range(c.n_leaves):
-        path, node = [], leaf
-        for level in range(c.n_layer, 0, -1):
-            path.append(ghm.matrix(level, node).double())
-            node //= c.n_child
-        m = torch.eye(c.vocab, dtype=torch.float64)
-        for step in reversed(path):
-            m = m @ step
-        rows.append(m)
-    return torch.stack(rows)
-
-
-def additive_log_posterior(ghm: GHM, leaves: torch.Tensor, alpha: float) -> torch.Tensor:
-    """Tempered naive-Bayes root log-posterior [V, N] of leaf sequences [N, n_leaves]."""
-    log_lik = leaf_given_root(ghm).clamp_min(1e-300).log()  # [L, V, V]
-    positions = torch.arange(leaves.shape[1])[None, :]
-    evidence = log_lik[positions, :, leaves].sum(dim=1)  # [N, V]
-    return torch.log_softmax(alpha * evidence + ghm.log_prior.double(), dim=-1).T
-
-
-def additive_clip_losses(joint: JointGHM, batch, alpha: float) -> torch.Tensor:
-    """Per-sample CLIP loss [B] with logits log S built from the additive posteriors."""
-    logits = clip_logits_from_root_posteriors(
-        additive_log_posterior(joint.text, batch.text, alpha),
-        additive_log_posterior(joint.image, batch.image, alpha),
-        joint.log_prior.double(),
-        batch,
-    )
-    return k_negative_clip_losses(*logits)
+from mm_data.ghm.additive import ALPHAS
 
 
 def gap(n_layer: int, n_child: int, vocab: int, p: float, samples: int, tree_seed: int, k: int):

@@ -4,6 +4,12 @@ Oko, Lin, Cai, Mei, "A Statistical Theory of Contrastive Pre-training and Multim
 Generative AI" (arXiv 2501.04641). See ``packages/mm-data/README.md`` (section GHM).
 """
 
+from mm_data.ghm.additive import (
+    additive_clip_losses,
+    additive_log_posterior,
+    best_additive_alpha,
+    leaf_given_root,
+)
 from mm_data.ghm.bayes import (
     TASKS,
     bayes_clip_logits,
@@ -67,6 +73,8 @@ __all__ = [
     "NextWordBatch",
     "TreeSample",
     "ZeroShotBatch",
+    "additive_clip_losses",
+    "additive_log_posterior",
     "bayes_clip_logits",
     "bayes_clip_losses",
     "bayes_denoising_mean",
@@ -75,11 +83,13 @@ __all__ = [
     "bayes_risk",
     "bayes_risk_samples",
     "bayes_zero_shot_log_probs",
+    "best_additive_alpha",
     "clip_log_score",
     "clip_logits_from_root_posteriors",
     "first_leaf_log_probs",
     "gaussian_leaf_evidence",
     "k_negative_clip_losses",
+    "leaf_given_root",
     "leaf_posterior",
     "level_messages",
     "next_token_log_probs",

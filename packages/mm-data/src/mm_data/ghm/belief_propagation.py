@@ -24,7 +24,6 @@ import torch.nn.functional as F
 
 from mm_data.ghm.tree import GHM
 
-
 _MAX_COMBO_TABLE = 1 << 22  # entries of the leaf-parent look-up table (16 MiB in float32)
 
 
@@ -90,6 +89,7 @@ def _build_leaf_tables(ghm: GHM) -> _LeafTables:
     out.combo_msg = torch.log(msg.clamp_min(tiny)).reshape(-1, v).to(ghm.device, ghm.dtype)
     out.combo_msg_base = (mgroup * combos).to(ghm.device)
     return out
+
 
 # ----------------------------------------------------------------------------- checks
 
