@@ -10,6 +10,8 @@ import pytest
 import torch
 from app_scripts import load_app_script
 
+from mm_data.ghm.additive import ALPHAS
+
 APP = Path(__file__).resolve().parents[1] / "apps" / "ghm"
 TINY = [
     "--n-layer", "2", "--n-child", "2", "--vocab", "3", "--d-model", "16", "--depth", "1",
@@ -391,3 +393,56 @@ def test_additive_gap_script_finds_a_gap_only_on_deep_trees(tmp_path):
     assert (tmp_path / "additive_gap.csv").read_text().count("\n") == 3
     with pytest.raises(SystemExit):
         gap.main(["--trees", "3,2", "--out", str(tmp_path)])
+
+
+def test_depth_effect_scores_every_model_on_the_same_samples(tmp_path, capsys):
+    """experiments/ghm/depth_effect.py end to end on a tiny tree: every variant is trained
+    and scored with Bayes and the additive baseline on one set of held-out samples, so the
+    paired difference is the difference of the two risks; a rerun trains nothing."""
+    import csv
+
+    depth = _experiment("depth_effect")
+    tiny = TINY[: TINY.index("--depth")] + TINY[TINY.index("--depth") + 2 : TINY.index("--device")]
+    tiny += ["--depth", "2"]  # standard: 2 blocks, shallow: 1
+    args = ["--seeds", "0,1", "--p-values", "0.3", "--variants", "standard,shallow",
+            "--samples", "300", "--fit-samples", "200", "--jobs", "2", "--out", str(tmp_path),
+            "--", *tiny, "--steps", "4", "--lr", "0.05"]  # fmt: skip
+    summary = depth.main(args)
+    first = capsys.readouterr().out
+    assert first.count("train.py") == 4  # 2 variants x 2 seeds
+    rows = list(csv.DictReader((tmp_path / "depth_effect_runs.csv").open()))
+    assert {(r["model"], r["seed"]) for r in rows} == {
+        *((v, s) for v in ("standard", "shallow") for s in ("0", "1")),
+        ("additive", ""),
+    }
+    assert len({r["bayes_risk"] for r in rows}) == 1  # one set of samples
+    risk = {(r["model"], r["seed"]): float(r["risk"]) for r in rows}
+    for r in rows:
+        bayes = float(r["bayes_risk"])
+        assert float(r["excess"]) == pytest.approx(float(r["risk"]) - bayes)
+        assert float(r["relative_excess"]) == pytest.approx(float(r["excess"]) / bayes)
+        if r["model"] == "shallow":
+            assert float(r["minus_standard"]) == pytest.approx(
+                risk[(r["model"], r["seed"])] - risk[("standard", r["seed"])]
+            )
+            assert float(r["minus_standard_se"]) > 0
+    additive = next(r for r in rows if r["model"] == "additive")
+    assert float(additive["alpha"]) in ALPHAS
+    assert float(additive["excess"]) > 0  # Bayes is the best predictor on any samples
+    standard = [float(r["relative_excess"]) for r in rows if r["model"] == "standard"]
+    assert summary["standard_excess"] == pytest.approx(sum(standard) / 2)
+    assert summary["additive_excess"] == pytest.approx(float(additive["relative_excess"]))
+    shallow = [r for r in rows if r["model"] == "shallow"]
+    assert summary["shallow_minus_standard"] == pytest.approx(
+        sum(float(r["minus_standard"]) for r in shallow) / 2
+    )
+    assert summary["shallow_minus_standard_se"] == pytest.approx(
+        (sum(float(r["minus_standard_se"]) ** 2 for r in shallow)) ** 0.5 / 2
+    )
+    for name in ("depth_effect.csv", "depth_effect.md", "depth_effect.png", "summary.json"):
+        assert (tmp_path / name).stat().st_size > 0
+    assert depth.main(args) == summary  # reused runs, same held-out samples
+    assert "train.py" not in capsys.readouterr().out
+    with pytest.raises(SystemExit) as bad:
+        depth.main(["--variants", "standard,deep", "--out", str(tmp_path)])
+    assert bad.value.code == 2 and "'deep'" in capsys.readouterr().err

@@ -311,7 +311,11 @@ def zero_shot_mode(cfg: EvalConfig, run: tuple, gen: torch.Generator, out: Path)
     )  # fmt: skip
     print(f"zero-shot: fit {a:.3f}/M + {b:.4f}; Bayes {bayes_zsc:.4f}")
     summary = {"zsc_fit_A": a, "zsc_fit_B": b, "zsc_bayes_risk": bayes_zsc}
-    return summary | {f"zsc_risk_M{m}": r for m, r in zip(ms, risks, strict=True)}
+    summary["zsc_bayes_risk_stderr"] = bayes_se
+    for row in rows:
+        summary[f"zsc_risk_M{row['M']}"] = row["risk"]
+        summary[f"zsc_risk_M{row['M']}_stderr"] = row["stderr"]
+    return summary
 
 
 def ood_mode(cfg: EvalConfig, run: tuple, gen: torch.Generator, out: Path) -> dict:

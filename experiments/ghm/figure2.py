@@ -8,7 +8,8 @@ classification with M prompts per class (eval.py --zero-shot, panel "zsc"; --zsc
     uv run experiments/ghm/figure2.py --preset paper --device cuda \\
         --tasks clip,dns,nwp --variants standard,shallow,guided        # paper scale (GPU)
 
-Writes OUT/figure2.csv and OUT/figure2.png; runs that already have a summary.json are
+Writes OUT/figure2.csv and OUT/figure2.png (+-1 standard-error bands on the Bayes risks
+and the zero-shot risks, which are scored on fresh samples); runs that already have a summary.json are
 reused, so an interrupted sweep continues where it stopped.
 """
 
@@ -21,21 +22,17 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _runs import ROOT, train_once
 
 
 def run_once(args, task: str, variant: str, p: float) -> dict:
-    out = Path(args.out) / f"{task}-{variant}-p{p:.2f}"
-    summary = out / "summary.json"
-    if not summary.is_file():
-        cmd = [sys.executable, str(ROOT / "apps/ghm/train.py"), "--preset", args.preset,
-               "--task", task, "--variant", variant, "--p", str(p), "--device", args.device,
-               "--out", str(out), "--resume", *args.extra]  # fmt: skip
-        if args.steps:
-            cmd += ["--steps", str(args.steps)]
-        print("+", " ".join(cmd), flush=True)
-        subprocess.run(cmd, check=True)
-    return json.loads(summary.read_text())
+    flags = ["--preset", args.preset, "--task", task, "--variant", variant, "--p", str(p),
+             "--device", args.device, *args.extra]  # fmt: skip
+    if args.steps:
+        flags += ["--steps", str(args.steps)]
+    return train_once(Path(args.out) / f"{task}-{variant}-p{p:.2f}", flags)
 
 
 def zero_shot_once(args, run: Path) -> dict:
@@ -51,7 +48,9 @@ def zero_shot_once(args, run: Path) -> dict:
         subprocess.run(cmd, check=True)
     s = json.loads(summary.read_text())
     risk, bayes = s[f"zsc_risk_M{args.zsc_m}"], s["zsc_bayes_risk"]
-    return {"risk": risk, "bayes_risk": bayes, "excess_risk": risk - bayes}
+    return {"risk": risk, "bayes_risk": bayes, "excess_risk": risk - bayes,
+            "risk_stderr": s[f"zsc_risk_M{args.zsc_m}_stderr"],
+            "bayes_risk_stderr": s["zsc_bayes_risk_stderr"]}  # fmt: skip
 
 
 def main() -> None:
@@ -76,7 +75,8 @@ def main() -> None:
             for p in (float(x) for x in args.p_values.split(",")):
                 s = run_once(args, task, variant, p)
                 rows.append({"task": task, "variant": variant, "p": p, "risk": s["risk"],
-                             "bayes_risk": s["bayes_risk"], "excess_risk": s["excess_risk"]})  # fmt: skip
+                             "bayes_risk": s["bayes_risk"], "excess_risk": s["excess_risk"],
+                             "risk_stderr": "", "bayes_risk_stderr": s["bayes_risk_stderr"]})  # fmt: skip
                 if task == "clip" and args.zsc_m > 0:
                     run = Path(args.out) / f"{task}-{variant}-p{p:.2f}"
                     rows.append({"task": "zsc", "variant": variant, "p": p,
@@ -94,18 +94,29 @@ def main() -> None:
 
     tasks = [t for t in ("clip", "zsc", "dns", "nwp") if any(r["task"] == t for r in rows)]
     fig, axes = plt.subplots(2, len(tasks), figsize=(4 * len(tasks), 6), squeeze=False)
+    variants = args.variants.split(",")
     for col, task in enumerate(tasks):
-        for variant in args.variants.split(","):
+        for variant in variants:
             sel = [r for r in rows if r["task"] == task and r["variant"] == variant]
             ps = [r["p"] for r in sel]
-            axes[0, col].plot(ps, [r["risk"] for r in sel], marker="o", label=variant)
-            axes[1, col].plot(ps, [r["excess_risk"] for r in sel], marker="o", label=variant)
-        bayes = [
-            r for r in rows if r["task"] == task and r["variant"] == args.variants.split(",")[0]
-        ]
-        axes[0, col].plot(
-            [r["p"] for r in bayes], [r["bayes_risk"] for r in bayes], "k--", label="Bayes"
-        )
+            for row, key in ((0, "risk"), (1, "excess_risk")):
+                ys = [r[key] for r in sel]
+                (line,) = axes[row, col].plot(ps, ys, marker="o", label=variant)
+                # a band where the risk has a standard error (zero-shot is scored on fresh
+                # samples; a training risk is a window of training losses and has none)
+                ses = [r["risk_stderr"] for r in sel]
+                if all(se != "" for se in ses):
+                    lo = [y - se for y, se in zip(ys, ses, strict=True)]
+                    hi = [y + se for y, se in zip(ys, ses, strict=True)]
+                    axes[row, col].fill_between(ps, lo, hi, color=line.get_color(), alpha=0.2)
+        bayes = [r for r in rows if r["task"] == task and r["variant"] == variants[0]]
+        ps, ys = [r["p"] for r in bayes], [r["bayes_risk"] for r in bayes]
+        ses = [r["bayes_risk_stderr"] for r in bayes]
+        axes[0, col].plot(ps, ys, "k--", label="Bayes")
+        axes[0, col].fill_between(
+            ps, [y - e for y, e in zip(ys, ses, strict=True)],
+            [y + e for y, e in zip(ys, ses, strict=True)], color="k", alpha=0.15,
+        )  # fmt: skip
         axes[0, col].set_title(task)
         axes[1, col].set_xlabel("flip probability p")
         axes[0, col].legend()
