@@ -291,12 +291,23 @@ def test_eval_ood_on_a_joint_run_pairs_misspecified_bp(joint_runs, task, tmp_pat
     assert f"learned_{name}" in header and f"misspecified_{name}_stderr" in header
 
 
-def test_eval_zero_shot_needs_a_clip_run(joint_runs, tmp_path):
-    with pytest.raises(ValueError, match=r"--zero-shot needs a clip run; --run .* is a dns run"):
-        _load("eval").main(
-            ["--run", str(joint_runs["dns"]), "--zero-shot", "--samples", "16", "--device", "cpu",
-             "--out", str(tmp_path)]
-        )  # fmt: skip
+def _eval_exits_2(args, capsys) -> str:
+    with pytest.raises(SystemExit) as info:
+        _load("eval").main(args)
+    assert info.value.code == 2
+    return capsys.readouterr().err
+
+
+def test_eval_rejects_runs_it_cannot_score_before_writing(joint_runs, tmp_path, capsys):
+    out = tmp_path / "eval"
+    dns = ["--run", str(joint_runs["dns"]), "--out", str(out)]
+    err = _eval_exits_2([*dns, "--zero-shot"], capsys)
+    assert "--zero-shot needs a clip run; --run" in err and "is a dns run" in err
+    err = _eval_exits_2(["--run", str(tmp_path), "--out", str(out)], capsys)
+    assert f"--run {tmp_path} has no config.json" in err
+    err = _eval_exits_2([*dns, "--compare", str(joint_runs["nwp"])], capsys)
+    assert "task=nwp, but --run" in err and "has task=dns" in err
+    assert not out.exists()  # checked before anything was written
 
 
 def test_eval_with_nothing_to_do_exits_2(tmp_path, capsys):
@@ -340,14 +351,14 @@ def test_eval_compare_scores_runs_on_the_same_samples(train, clip_run, tmp_path)
     )
 
 
-def test_eval_compare_rejects_a_run_of_another_tree(train, clip_run, tmp_path):
+def test_eval_compare_rejects_a_run_of_another_tree(train, clip_run, tmp_path, capsys):
     other = tmp_path / "other"
     train([*TINY, "--p", "0.3", "--steps", "2", "--out", str(other)])
-    with pytest.raises(ValueError, match=r"config.json: p=0.3, but --run .* has p=0.2"):
-        _load("eval").main(
-            ["--run", str(clip_run[0]), "--compare", str(other), "--samples", "16",
-             "--device", "cpu", "--out", str(tmp_path / "cmp")]
-        )  # fmt: skip
+    err = _eval_exits_2(
+        ["--run", str(clip_run[0]), "--compare", str(other), "--samples", "16",
+         "--device", "cpu", "--out", str(tmp_path / "cmp")], capsys,
+    )  # fmt: skip
+    assert f"--compare {other}: p=0.3, but --run" in err and "has p=0.2" in err
 
 
 def test_figure2_script_sweeps_p_and_plots(tmp_path):

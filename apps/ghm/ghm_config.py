@@ -110,10 +110,7 @@ GUIDED_LAMBDA = {task: _hp(f"guided penalty weight {task}") for task in GUIDED_T
 def clip_run_config(cfg: GHMAppConfig) -> GHMAppConfig:
     """The config of `cfg.clip_run`: a clip run on a tree of `cfg`'s shape (else ValueError)."""
     run = Path(cfg.clip_run)
-    config_path = run / "config.json"
-    if not config_path.is_file():
-        raise ValueError(f"--clip-run {run} has no config.json; is it a train.py output directory?")
-    clip_cfg = load_config(GHMAppConfig, config_path)
+    clip_cfg = run_config(run, "--clip-run")
     if clip_cfg.task != "clip":
         raise ValueError(f"--clip-run {run}: task is {clip_cfg.task!r}, expected 'clip'")
     for key in ("n_layer", "n_child", "vocab"):
@@ -166,3 +163,30 @@ class EvalConfig:
             raise ValueError(
                 "--zero-shot, --ood and --compare evaluate a trained run; pass --run DIR"
             )
+        if not self.run:
+            return
+        run_cfg = run_config(self.run, "--run")
+        if self.zero_shot and run_cfg.task != "clip":
+            raise ValueError(
+                f"--zero-shot needs a clip run; --run {self.run} is a {run_cfg.task} run"
+            )
+        for other in self.compare:
+            other_cfg = run_config(other, "--compare")
+            for name in ("task", *TREE_FIELDS):
+                if getattr(other_cfg, name) != getattr(run_cfg, name):
+                    raise ValueError(
+                        f"--compare {other}: {name}={getattr(other_cfg, name)}, but --run "
+                        f"{self.run} has {name}={getattr(run_cfg, name)}; compare runs of one tree"
+                    )
+
+
+# what must agree for two runs to be scored on the same samples
+TREE_FIELDS = ("n_layer", "n_child", "vocab", "p", "tree_seed", "num_negatives", "sigma")
+
+
+def run_config(run: str | Path, flag: str) -> GHMAppConfig:
+    """The saved config of a train.py run directory (ValueError naming `flag` if none)."""
+    config_path = Path(run) / "config.json"
+    if not config_path.is_file():
+        raise ValueError(f"{flag} {run} has no config.json; is it a train.py output directory?")
+    return load_config(GHMAppConfig, config_path)

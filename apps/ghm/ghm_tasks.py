@@ -22,13 +22,14 @@ from ghm_config import (  # noqa: F401  (re-exported: the app's scripts import t
     GHMAppConfig,
     Task,
     clip_run_config,
+    run_config,
 )
 from torch import nn
 
 import mm_losses
 from mm_data.ghm import GHMConfig, JointGHM, level_messages, sample_task_batch
 from mm_models.ghm import GHMClipModel, build_ghm_model, ghm_model_config, guided_penalty
-from mm_train import load_config, load_model_weights
+from mm_train import load_model_weights
 
 
 def learning_rate(cfg: GHMAppConfig) -> float:
@@ -78,10 +79,7 @@ def load_run(
     """The config, trained model (eval mode) and, for sdns/snwp runs, the frozen CLIP model
     of a train.py run directory. `tasks` restricts the accepted tasks (errors name `flag`)."""
     run = Path(run)
-    config_path = run / "config.json"
-    if not config_path.is_file():
-        raise ValueError(f"{flag} {run} has no config.json; is it a train.py output directory?")
-    cfg = load_config(GHMAppConfig, config_path)
+    cfg = run_config(run, flag)
     if tasks is not None and cfg.task not in tasks:
         raise ValueError(f"{flag} {run}: task is {cfg.task!r}, expected one of {tasks}")
     model = build_model(cfg)
