@@ -320,9 +320,8 @@ def test_eval_with_nothing_to_do_exits_2(tmp_path, capsys):
 def test_summary_records_what_was_trained(clip_run):
     out, summary = clip_run
     assert (summary["d_model"], summary["depth"], summary["lr"]) == (16, 1, 1e-3)
-    model = _load("ghm_tasks").build_model(
-        _load("ghm_tasks").load_config(_load("ghm_tasks").GHMAppConfig, out / "config.json")
-    )
+    tasks = _load("ghm_tasks")
+    model = tasks.build_model(tasks.run_config(out, "--run"))
     assert summary["parameters"] == sum(p.numel() for p in model.parameters())
     assert summary["bayes_samples"] == 200 and summary["global_batch"] == 8
 

@@ -93,13 +93,16 @@ def train_all(args) -> None:
         out = run_dir(args, p, variant, seed)
         return train_once(out, flags, log=out.with_suffix(".log"))
 
+    todo = [job for job in jobs if not (run_dir(args, *job) / "summary.json").is_file()]
+    if len(todo) < len(jobs):
+        print(f"{len(jobs) - len(todo)} of {len(jobs)} runs finished before; reusing them")
     with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        for job, _ in zip(jobs, pool.map(one, jobs), strict=True):
+        for job, _ in zip(todo, pool.map(one, todo), strict=True):
             done += 1
             elapsed = time.monotonic() - start
-            eta = elapsed / done * (len(jobs) - done)
+            eta = elapsed / done * (len(todo) - done)
             print(
-                f"[{done}/{len(jobs)}] trained p={job[0]} {job[1]} seed {job[2]} | "
+                f"[{done}/{len(todo)}] trained p={job[0]} {job[1]} seed {job[2]} | "
                 f"elapsed {elapsed / 60:.1f} min | eta {eta / 60:.1f} min",
                 flush=True,
             )
