@@ -5,7 +5,7 @@ evidence is far from Bayes) for every variant, seed and p, then scores every tra
 model, exact BP and the additive baseline (the best tempered naive-Bayes root posterior,
 its alpha fitted on separate samples) on the same held-out samples of each p:
 
-    uv run experiments/ghm/depth_effect.py --seeds 0,1,2 --out runs/depth   # CPU, ~1.5 h
+    uv run experiments/ghm/depth_effect.py --seeds 0,1,2 --out runs/depth   # 9 runs, 10-20 min each
     uv run experiments/ghm/depth_effect.py --seeds 0 --p-values 0.2 --jobs 2
 
 Finished runs are reused and stopped ones resumed, so an interrupted call continues.
