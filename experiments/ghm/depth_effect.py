@@ -6,7 +6,7 @@ model, exact BP and the additive baseline (the best tempered naive-Bayes root po
 its alpha fitted on separate samples) on the same held-out samples of each p:
 
     uv run experiments/ghm/depth_effect.py --seeds 0,1,2 --out runs/depth   # 9 runs, 10-20 min each
-    uv run experiments/ghm/depth_effect.py --seeds 0 --p-values 0.2 --jobs 2
+    uv run experiments/ghm/depth_effect.py --seeds 0 --p-values 0.2,0.3 --jobs 2
 
 Finished runs are reused and stopped ones resumed, so an interrupted call continues.
 Writes OUT/summary.json (flat keys at the first p: `standard_excess`, `shallow_excess`,
@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import math
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -35,13 +36,14 @@ from _runs import train_once  # noqa: E402
 MODELS = ("standard", "shallow", "guided")
 
 
-def parse_list(text: str, cast, flag: str) -> list:
+def parse_list(parser: argparse.ArgumentParser, text: str, cast, flag: str) -> list:
+    """A comma-separated list; bad or empty input exits 2 (parser.error) naming the flag."""
     try:
         values = [cast(x) for x in text.split(",") if x.strip()]
     except ValueError:
-        raise SystemExit(f"{flag} {text!r}: expected a comma-separated list") from None
+        parser.error(f"{flag} {text!r}: expected a comma-separated list")
     if not values:
-        raise SystemExit(f"{flag} {text!r}: empty")
+        parser.error(f"{flag} {text!r}: empty")
     return values
 
 
@@ -50,7 +52,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--seeds", default="0,1,2", help="training seeds")
-    parser.add_argument("--p-values", default="0.2", help="flip probabilities (first: summary)")
+    parser.add_argument(
+        "--p-values", default="0.3", help="flip probabilities (first: summary; the preset's p)"
+    )
     parser.add_argument("--variants", default=",".join(MODELS), help="of " + ",".join(MODELS))
     parser.add_argument("--preset", default="depth", help="apps/ghm preset to train")
     parser.add_argument("--samples", type=int, default=20_000, help="held-out samples per p")
@@ -60,9 +64,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", default="runs/depth", help="output folder")
     parser.add_argument("extra", nargs="*", help="more train.py flags, after --")
     args = parser.parse_args(argv)
-    args.seeds = parse_list(args.seeds, int, "--seeds")
-    args.p_values = parse_list(args.p_values, float, "--p-values")
-    args.variants = parse_list(args.variants, str, "--variants")
+    args.seeds = parse_list(parser, args.seeds, int, "--seeds")
+    args.p_values = parse_list(parser, args.p_values, float, "--p-values")
+    args.variants = parse_list(parser, args.variants, str, "--variants")
     for v in args.variants:
         if v not in MODELS:
             parser.error(f"--variants: {v!r} is not one of {MODELS}")
@@ -169,12 +173,9 @@ def aggregate(rows: list[dict]) -> list[dict]:
         for model in dict.fromkeys(r["model"] for r in rows if r["p"] == p):
             sel = [r for r in rows if r["p"] == p and r["model"] == model]
             rel = [r["relative_excess"] for r in sel]
-            mean = sum(rel) / len(rel)
-            std = (
-                math.sqrt(sum((x - mean) ** 2 for x in rel) / (len(rel) - 1))
-                if len(rel) > 1
-                else 0.0
-            )
+            mean = statistics.fmean(rel)
+            std = statistics.stdev(rel) if len(rel) > 1 else 0.0
+            # over seeds; one seed: the held-out standard error of the excess
             se = (
                 std / math.sqrt(len(rel))
                 if len(rel) > 1
@@ -184,8 +185,7 @@ def aggregate(rows: list[dict]) -> list[dict]:
                      "relative_excess_std": std, "relative_excess_se": se,
                      "bayes_risk": sel[0]["bayes_risk"]}  # fmt: skip
             if "minus_standard" in sel[0]:
-                diffs = [r["minus_standard"] for r in sel]
-                entry["minus_standard"] = sum(diffs) / len(diffs)
+                entry["minus_standard"] = statistics.fmean(r["minus_standard"] for r in sel)
                 entry["minus_standard_se"] = math.sqrt(
                     sum(r["minus_standard_se"] ** 2 for r in sel)
                 ) / len(sel)
@@ -198,7 +198,7 @@ def aggregate(rows: list[dict]) -> list[dict]:
     return table
 
 
-def markdown(table: list[dict], rows: list[dict]) -> str:
+def markdown(table: list[dict]) -> str:
     lines = [
         "| p | Bayes CLIP | model | held-out excess over Bayes (mean +- std over seeds) | "
         "minus standard, paired (mean +- SE) | smallest per-seed z |",
@@ -234,7 +234,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     write_results_csv(rows, out / "depth_effect_runs.csv")
     write_results_csv(table, out / "depth_effect.csv")
-    (out / "depth_effect.md").write_text(markdown(table, rows))
+    text = markdown(table)
+    (out / "depth_effect.md").write_text(text)
     models = list(dict.fromkeys(e["model"] for e in table))
     series = {
         m: (
@@ -255,7 +256,7 @@ def main(argv: list[str] | None = None) -> dict:
                 summary[f"{e['model']}_minus_standard"] = e["minus_standard"]
                 summary[f"{e['model']}_minus_standard_se"] = e["minus_standard_se"]
     atomic_write_json(out / "summary.json", summary)
-    print(markdown(table, rows))
+    print(text)
     print(f"wrote {out / 'summary.json'}, {out / 'depth_effect.md'}, {out / 'depth_effect.png'}")
     return summary
 

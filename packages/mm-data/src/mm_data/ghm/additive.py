@@ -40,23 +40,40 @@ def leaf_given_root(ghm: GHM) -> torch.Tensor:
     return torch.stack(rows)
 
 
-def additive_log_posterior(ghm: GHM, leaves: torch.Tensor, alpha: float) -> torch.Tensor:
-    """Tempered naive-Bayes root log-posterior [V, N] of leaf sequences [N, n_leaves]."""
+def leaf_log_evidence(ghm: GHM, leaves: torch.Tensor) -> torch.Tensor:
+    """sum_j log P(leaf j = x_j | root = r) as [N, V] for leaf sequences [N, n_leaves]."""
     log_lik = leaf_given_root(ghm).clamp_min(1e-300).log().to(leaves.device)  # [L, V, V]
     positions = torch.arange(leaves.shape[1], device=leaves.device)[None, :]
-    evidence = log_lik[positions, :, leaves].sum(dim=1)  # [N, V]
+    return log_lik[positions, :, leaves].sum(dim=1)
+
+
+def _tempered(ghm: GHM, evidence: torch.Tensor, alpha: float) -> torch.Tensor:
+    """Root log-posterior [V, N] from the leaf evidence [N, V] tempered by alpha."""
     return torch.log_softmax(alpha * evidence + ghm.log_prior.double(), dim=-1).T
 
 
-def additive_clip_losses(joint: JointGHM, batch: ClipBatch, alpha: float) -> torch.Tensor:
-    """Per-sample CLIP loss [B] with logits log S built from the additive posteriors."""
+def additive_log_posterior(ghm: GHM, leaves: torch.Tensor, alpha: float) -> torch.Tensor:
+    """Tempered naive-Bayes root log-posterior [V, N] of leaf sequences [N, n_leaves]."""
+    return _tempered(ghm, leaf_log_evidence(ghm, leaves), alpha)
+
+
+def _clip_losses(joint: JointGHM, batch: ClipBatch, evidence: tuple, alpha: float) -> torch.Tensor:
     logits = clip_logits_from_root_posteriors(
-        additive_log_posterior(joint.text, batch.text, alpha),
-        additive_log_posterior(joint.image, batch.image, alpha),
+        _tempered(joint.text, evidence[0], alpha),
+        _tempered(joint.image, evidence[1], alpha),
         joint.log_prior.double(),
         batch,
     )
     return k_negative_clip_losses(*logits)
+
+
+def _evidence(joint: JointGHM, batch: ClipBatch) -> tuple[torch.Tensor, torch.Tensor]:
+    return leaf_log_evidence(joint.text, batch.text), leaf_log_evidence(joint.image, batch.image)
+
+
+def additive_clip_losses(joint: JointGHM, batch: ClipBatch, alpha: float) -> torch.Tensor:
+    """Per-sample CLIP loss [B] with logits log S built from the additive posteriors."""
+    return _clip_losses(joint, batch, _evidence(joint, batch), alpha)
 
 
 def best_additive_alpha(
@@ -68,9 +85,11 @@ def best_additive_alpha(
     alphas: Sequence[float] = ALPHAS,
 ) -> float:
     """The alpha of ``alphas`` with the lowest additive CLIP risk on ``samples`` fresh
-    samples (fit it on samples other than those it is scored on)."""
+    samples (fit it on samples other than those it is scored on). The leaf evidence is
+    computed once; only the tempering changes with alpha."""
     if not alphas:
         raise ValueError("alphas is empty")
     batch = sample_clip(joint, samples, generator, k=k)
-    risks = {a: float(additive_clip_losses(joint, batch, a).mean()) for a in alphas}
+    evidence = _evidence(joint, batch)
+    risks = {a: float(_clip_losses(joint, batch, evidence, a).mean()) for a in alphas}
     return min(risks, key=risks.get)
