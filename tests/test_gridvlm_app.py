@@ -137,6 +137,15 @@ def test_resume_extends_a_stage_and_loggers_write_tensorboard(pipeline, tmp_path
     assert record["resumes"][-1]["changed"]["--pretrain.epochs"] == [1, 2]
 
 
+def test_eval_every_decodes_the_validation_grids_between_epochs(tmp_path, data_root):
+    out = tmp_path / "run"
+    _train(data_root, ["--stage", "pretrain", "--out", str(out), "--eval-every", "4"])
+    lines = [json.loads(x) for x in (out / "pretrain" / "metrics.jsonl").read_text().splitlines()]
+    scored = [r["step"] for r in lines if "accuracy" in r]
+    assert scored == [4, 6]  # every 4 steps and at the end of the 6-step epoch
+    assert all(0.0 <= r["accuracy"] <= 1.0 for r in lines if "accuracy" in r)
+
+
 def test_sigterm_mid_stage_then_resume_equals_the_uninterrupted_stage(tmp_path, data_root):
     script = [sys.executable, str(ROOT / "apps" / "gridvlm" / "train.py"), *TINY,
               "--data.root", str(data_root), "--stage", "pretrain", "--pretrain.epochs", "3"]  # fmt: skip
@@ -214,14 +223,42 @@ def test_answers_only_labels_are_exactly_the_answer_tokens(pipeline, tasks, data
     kept = [t for t in labels if t != tasks.IGNORE]
     answers = [t for _, a in record["qa"] for t in tok.encode(a, add_special_tokens=False)]
     assert kept == [*answers, tok.eos_token_id]
+    assert ids.count(tok.eos_token_id) == 1  # no start token by default (GPT-2), one final eos
     assert tok.decode(ids[:-1]) == record["full_text"]  # the segments rebuild the text
     full, full_labels = tasks.encode_record(tok, record, "all")
     assert full == ids and full_labels == ids
     _, orig = tasks.encode_record(tok, record, "all_but_questions")
-    prompt = tok.encode(record["prompt_text"], add_special_tokens=False)
+    prompt = tok.encode(record["prompt_text"])
     assert orig[: len(prompt)] == prompt  # the original kept the grid and instruction in the loss
     masked = sum(len(tok.encode(q, add_special_tokens=False)) for q, _ in record["qa"])
     assert orig.count(tasks.IGNORE) == masked
+
+
+def test_lm_bos_starts_training_sequences_and_decoding_prompts_with_one_start_token(
+    tmp_path, data_root
+):
+    from transformers import AutoModelForCausalLM
+
+    from mm_data.grids import GridDataset
+
+    out = tmp_path / "run"
+    _train(data_root, ["--stage", "pretrain", "--out", str(out), "--lm.bos"])
+    load_app_script("gridvlm", "train")
+    import gridvlm_tasks as tasks
+
+    tok = tasks.load_tokenizer(out / "pretrain" / "tokenizer")  # the saved tokenizer adds it
+    record = GridDataset(data_root / "text-v3", "val").records[0]
+    ids, labels = tasks.encode_record(tok, record, "all")
+    assert ids[0] == tok.bos_token_id and ids.count(tok.bos_token_id) == 2  # start + final eos
+    assert tok.decode(ids[1:-1]) == record["full_text"] and labels == ids
+    prompts, asked = tasks.cell_prompts(tok, [record], ["zero"] * 10)
+    r, c = record["questions"][0]
+    k = next(i for i, a in enumerate(asked) if a["position"] == (r, c))
+    assert ids[: len(prompts[k])] == prompts[k]  # decoding sees what training saw
+    assert all(p[0] == tok.bos_token_id and p.count(tok.bos_token_id) == 1 for p in prompts)
+    lm = AutoModelForCausalLM.from_pretrained(str(out / "pretrain" / "model"))
+    result = tasks.decode_accuracy(lm, tok, [record], [str(i) for i in range(10)])
+    assert len(result["examples"]) == 5  # decodes with the start token in the prompts
 
 
 def test_decoding_prompts_are_the_training_prefixes(pipeline, tasks, data_root):
@@ -264,3 +301,56 @@ def test_a_vlm_on_other_grids_builds_its_corpus_on_a_fresh_data_root(pipeline, t
     summary = json.loads((out / "vlm-qa3" / "summary.json").read_text())
     assert summary["grids"] == "qa3" and 0.0 <= summary["accuracy"] <= 1.0
     assert any(fresh.rglob("*.jsonl"))  # the corpus was generated there
+
+
+# ------------------------------------------------------------------ the study script
+
+
+def test_run_all_tables_every_seed_with_its_spread_and_redoes_nothing(pipeline, data_root,
+                                                                      tmp_path, capsys):  # fmt: skip
+    """experiments/gridvlm/run_all.py: seed 0 reuses a finished run (nothing retrained),
+    seed 1 trains every stage; the table is the mean and sample std over the two seeds'
+    eval summaries, and a second call runs no command at all."""
+    import csv
+    import statistics
+
+    study = load_app_script("gridvlm", "run_all", kind="experiment")
+    out = tmp_path / "study"
+    for stage in ("pretrain", "sft", "vision", "vlm", "vlm-onehot"):
+        shutil.copytree(pipeline / stage, out / "s0" / stage)
+    skip = "onehot_pos,qa3,images_third,single"
+    args = ["--seeds", "0,1", "--grids", "3", "--skip", skip, "--probe-train-grids", "24",
+            "--probe-test-grids", "6", "--out", str(out), "--",
+            *TINY, "--data.root", str(data_root)]  # fmt: skip
+    study.main(args)
+    printed = capsys.readouterr().out
+    trained = [line for line in printed.splitlines() if line.startswith("+") and "train.py" in line]
+    assert all("--seed 1" in line for line in trained) and len(trained) == 5
+    for seed in (0, 1):
+        assert json.loads((out / f"s{seed}" / "summary.json").read_text())["grids"] == 3
+        assert (out / f"s{seed}" / "vlm-onehot" / "probe.json").is_file()
+    per_seed = {int(r["seed"]): r for r in csv.DictReader((out / "results.csv").open())}
+    table = {r["key"]: r for r in csv.DictReader((out / "table.csv").open())}
+    for key in ("text_accuracy", "image_accuracy", "image_accuracy_onehot", "probe_vlm_encoder"):
+        column = key if key in per_seed[0] else f"{key}_mean"
+        values = [float(per_seed[s][column]) for s in (0, 1)]
+        assert float(table[key]["mean"]) == pytest.approx(statistics.fmean(values))
+        assert float(table[key]["std"]) == pytest.approx(statistics.stdev(values))
+        assert table[key]["n"] == "2"
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["text_accuracy_mean"] == pytest.approx(float(table["text_accuracy"]["mean"]))
+    for name in ("accuracy.png", "probes.png"):
+        assert (out / name).read_bytes()[:4] == b"\x89PNG"
+    study.main(args)  # everything finished: no train, eval or probe command again
+    assert "+ " not in capsys.readouterr().out
+
+
+def test_run_all_rejects_bad_seeds_and_counts(tmp_path, capsys):
+    study = load_app_script("gridvlm", "run_all", kind="experiment")
+    for bad, flag in ((["--seeds", "0,x"], "--seeds"), (["--seeds", "1,1"], "--seeds"),
+                      (["--jobs", "0"], "--jobs"), (["--skip", "vit"], "--skip"),
+                      (["--probe-train-grids", "0"], "--probe-train-grids")):  # fmt: skip
+        with pytest.raises(SystemExit) as info:
+            study.main([*bad, "--out", str(tmp_path / "s")])
+        assert info.value.code == 2 and flag in capsys.readouterr().err
+    assert not (tmp_path / "s").exists()

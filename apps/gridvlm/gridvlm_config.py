@@ -59,6 +59,11 @@ class LMOptions:
     n_head: int = arg(2, "attention heads", ge=1)
     vocab_size: int = arg(512, "BPE vocabulary size", ge=300)
     max_length: int = arg(256, "longest token sequence (context)", ge=16)
+    bos: bool = arg(
+        False,
+        "start every sequence with <|endoftext|> (the tokenizer adds it): a fixed first "
+        "position for the rotary LM (tried for the pre-training jump; see the README)",
+    )
 
 
 @dataclass
@@ -149,7 +154,10 @@ class GridVLMConfig(RunOptions):
     sft: SFTOptions = arg(default_factory=SFTOptions)
     vision: VisionOptions = arg(default_factory=VisionOptions)
     vlm: VLMOptions = arg(default_factory=VLMOptions)
-    eval_grids: int = arg(100, "validation grids decoded at the end of a stage", ge=1)
+    eval_grids: int = arg(100, "validation grids decoded at each evaluation", ge=1)
+    eval_every: int = arg(
+        0, "steps between evaluations (0 = at the end of every epoch)", ge=0, may_change=True
+    )
     log_every: int = arg(50, "steps between metrics.jsonl lines", ge=1, may_change=True)
     keep_last: int = arg(2, "checkpoints kept (one per epoch)", ge=1, may_change=True)
     workers: int = arg(0, "DataLoader worker processes", ge=0, may_change=True)

@@ -109,7 +109,7 @@ def pretrain(
         tokenizer = load_tokenizer(saved)
     else:
         tokenizer = train_bpe_tokenizer((r["full_text"] for r in train.records),
-                                        cfg.lm.vocab_size)  # fmt: skip
+                                        cfg.lm.vocab_size, add_bos=cfg.lm.bos)  # fmt: skip
     lm = build_lm(LMConfig.from_tokenizer(tokenizer, n_positions=cfg.lm.max_length,
                                           n_embd=cfg.lm.n_embd, n_layer=cfg.lm.n_layer,
                                           n_head=cfg.lm.n_head, family=cfg.lm.family))  # fmt: skip

@@ -120,19 +120,20 @@ def encode_record(tokenizer, record: dict[str, Any], loss_on: str) -> tuple[list
     """(input_ids, labels) of a record: prompt, then each question and its answer, then eos.
 
     Segments are tokenized one by one (the same split decoding uses: prompt + question
-    ending in "A:", then the answer). ``loss_on``: "all" (pre-training: every token),
-    "answers" (answer tokens and the final eos), "all_but_questions" (the original's SFT:
-    everything except the question text).
+    ending in "A:", then the answer); the prompt gets the tokenizer's special tokens (the
+    start token of a tokenizer trained with ``add_bos``), the other segments none.
+    ``loss_on``: "all" (pre-training: every token), "answers" (answer tokens and the final
+    eos), "all_but_questions" (the original's SFT: everything except the question text).
     """
     ids: list[int] = []
     labels: list[int] = []
 
-    def add(text: str, in_loss: bool) -> None:
-        piece = tokenizer.encode(text, add_special_tokens=False)
+    def add(text: str, in_loss: bool, first: bool = False) -> None:
+        piece = tokenizer.encode(text, add_special_tokens=first)
         ids.extend(piece)
         labels.extend(piece if in_loss else [IGNORE] * len(piece))
 
-    add(record["prompt_text"], loss_on in ("all", "all_but_questions"))
+    add(record["prompt_text"], loss_on in ("all", "all_but_questions"), first=True)
     for prefix, answer in record["qa"]:
         add(prefix, loss_on == "all")
         add(answer, True)
@@ -270,7 +271,7 @@ def cell_prompts(tokenizer, records, class_names) -> tuple[list[list[int]], list
     """One prompt per cell of every grid: the prompt, then the question ending in "A:"."""
     prompts, asked = [], []
     for k, record in enumerate(records):
-        base = tokenizer.encode(record["prompt_text"], add_special_tokens=False)
+        base = tokenizer.encode(record["prompt_text"])  # with the start token, as in training
         cells = Grid.from_dict(record).answer_cells  # the truth, or the text's (mismatch)
         objects = {class_names[c] for c in record["cells"]}
         for r in range(record["rows"]):

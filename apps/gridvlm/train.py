@@ -93,7 +93,7 @@ def train(cfg: GridVLMConfig) -> dict[str, Any]:
     result = fit(
         wrap_ddp(model, info), plan.step_fn, loader, optimizer, scheduler=scheduler,
         epochs=plan.epochs, device=info.device, out_dir=out, log_every=cfg.log_every,
-        eval_every=steps_per_epoch, eval_fn=eval_fn, checkpoint_every=steps_per_epoch,
+        eval_every=cfg.eval_every or steps_per_epoch, eval_fn=eval_fn, checkpoint_every=steps_per_epoch,
         keep_last=cfg.keep_last, resume=cfg.resume, loggers=cfg.loggers,
         config=config_to_dict(stage_cfg), seed=cfg.seed, desc=f"gridvlm {name}",
     )  # fmt: skip

@@ -58,8 +58,12 @@ ACCURACIES = [
 
 
 def _run(command: list[str]) -> None:
+    """Run one train/eval/probe command; a failure ends the study with its exit status."""
     print("+", " ".join(command), flush=True)
-    subprocess.run(command, check=True)
+    code = subprocess.run(command).returncode
+    if code:
+        print(f"error: exit status {code} from: {' '.join(command)}", file=sys.stderr, flush=True)
+        raise SystemExit(code)
 
 
 def stage(args, out: Path, seed: int, name: str, flags: list[str], tag: str = "") -> None:
@@ -89,7 +93,9 @@ def one_seed(args, seed: int) -> dict:
     result = json.loads((out / "summary.json").read_text())
     for name in ("vlm", "vlm-onehot"):
         if (out / name / "model").is_dir() and not (out / name / "probe.json").is_file():
-            _run([sys.executable, str(APP / "probe.py"), "--run", str(out), "--stage", name])
+            _run([sys.executable, str(APP / "probe.py"), "--run", str(out), "--stage", name,
+                  "--train-grids", str(args.probe_train_grids),
+                  "--test-grids", str(args.probe_test_grids)])  # fmt: skip
         if (out / name / "probe.json").is_file():
             probe = json.loads((out / name / "probe.json").read_text())
             for kind, values in probe["per_position"].items():
@@ -116,7 +122,7 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -124,6 +130,8 @@ def main() -> None:
     parser.add_argument("--preset", default="default")
     parser.add_argument("--grids", type=int, default=250, help="validation grids decoded")
     parser.add_argument("--skip", default="", help="VLM variants to leave out, e.g. qa3,single")
+    parser.add_argument("--probe-train-grids", type=int, default=2_000, help="probe.py's")
+    parser.add_argument("--probe-test-grids", type=int, default=250, help="probe.py's")
     parser.add_argument("--out", default="runs/gridvlm-study")
     parser.add_argument(
         "--jobs", type=int, default=1,
@@ -131,14 +139,20 @@ def main() -> None:
         "train.py after -- so that jobs x threads fits the cores",
     )  # fmt: skip
     parser.add_argument("extra", nargs="*", help="more train.py flags after --")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     args.skip = {s for s in args.skip.split(",") if s}
     unknown = args.skip - set(VARIANTS)
     if unknown:
         parser.error(f"--skip: unknown variants {sorted(unknown)}; known: {sorted(VARIANTS)[1:]}")
-    seeds = [int(s) for s in args.seeds.split(",")]
-    if args.jobs < 1:
-        parser.error(f"--jobs {args.jobs}: must be >= 1")
+    try:
+        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    except ValueError:
+        parser.error(f"--seeds {args.seeds!r}: expected comma-separated integers, e.g. 0,1,2")
+    if not seeds or len(set(seeds)) != len(seeds):
+        parser.error(f"--seeds {args.seeds!r}: expected distinct seeds, e.g. 0,1,2")
+    for name in ("jobs", "grids", "probe_train_grids", "probe_test_grids"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} {getattr(args, name)}: must be >= 1")
     with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:
         # one thread per seed, each waiting on its own train.py / eval.py subprocesses
         done = pool.map(lambda seed: one_seed(args, seed), seeds)

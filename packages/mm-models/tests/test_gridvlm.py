@@ -139,6 +139,25 @@ def test_tokenizer_roundtrip_special_tokens_and_reload(tok, texts, tmp_path):
             assert loaded(text)["input_ids"] == tok(text)["input_ids"]
 
 
+def test_add_bos_starts_every_encoded_text_with_endoftext_and_survives_a_reload(texts, tmp_path):
+    from transformers import AutoTokenizer
+
+    plain = train_bpe_tokenizer(texts, vocab_size=300)
+    bos = train_bpe_tokenizer(texts, vocab_size=300, out_dir=tmp_path / "bos", add_bos=True)
+    assert bos.get_vocab() == plain.get_vocab()  # the same merges, only the template differs
+    loaded = AutoTokenizer.from_pretrained(tmp_path / "bos")
+    for text in texts[:5]:
+        bare = plain(text)["input_ids"]
+        assert bare[0] != plain.bos_token_id  # the default adds nothing (GPT-2)
+        for tok in (bos, loaded):
+            assert tok(text)["input_ids"] == [tok.bos_token_id, *bare]
+            assert tok.encode(text) == [0, *bare]
+            assert tok.encode(text, add_special_tokens=False) == bare
+            assert tok.decode(tok.encode(text), skip_special_tokens=True) == text
+    with pytest.raises(ValueError, match="add_bos must be a bool"):
+        train_bpe_tokenizer(texts, vocab_size=300, add_bos=1)
+
+
 def test_tokenizer_rejects_bad_arguments(texts):
     with pytest.raises(ValueError, match="vocab_size must be an int >= 257"):
         train_bpe_tokenizer(texts, vocab_size=100)

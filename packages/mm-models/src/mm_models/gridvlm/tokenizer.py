@@ -3,8 +3,11 @@
 GPT-2's scheme: text is split with the GPT-2 pattern, every byte is one of 256 base
 symbols (so any string encodes and decodes back exactly, newlines and "|" included), and
 frequent symbol pairs are merged up to ``vocab_size`` entries. One special token,
-``<|endoftext|>`` (id 0), is the bos, eos and pad token. Encoding adds no special tokens
-(as GPT-2): append ``tokenizer.eos_token`` yourself where a sequence should end.
+``<|endoftext|>`` (id 0), is the bos, eos and pad token. By default encoding adds no
+special tokens (as GPT-2); with ``add_bos=True`` the tokenizer starts every encoded text
+with ``<|endoftext|>`` (when ``add_special_tokens`` is on, as in ``tokenizer(text)``), a
+fixed first position that a rotary LM can anchor its attention on. Either way, append
+``tokenizer.eos_token`` yourself where a sequence should end.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ def train_bpe_tokenizer(
     out_dir: str | os.PathLike[str] | None = None,
     *,
     model_max_length: int = 1024,
+    add_bos: bool = False,
 ) -> PreTrainedTokenizerFast:
     """Train a byte-level BPE on texts; saved with save_pretrained(out_dir) when given.
 
@@ -35,9 +39,11 @@ def train_bpe_tokenizer(
     merges (checked across processes; the trainer breaks ties by pair, not by hash order).
     ``vocab_size`` counts the 256 bytes and ``<|endoftext|>``; a small corpus can run out of
     pairs to merge first, so size the LM with ``len(tokenizer)``, not ``vocab_size``.
+    ``add_bos`` makes ``encode(text)`` / ``tokenizer(text)`` prepend ``<|endoftext|>``
+    (``add_special_tokens=False`` still gives the bare text); the saved tokenizer keeps it.
     Reload with ``AutoTokenizer.from_pretrained(out_dir)`` (or ``PreTrainedTokenizerFast``).
     """
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
     if isinstance(texts, str | bytes):
@@ -53,6 +59,8 @@ def train_bpe_tokenizer(
         or model_max_length < 1
     ):
         raise ValueError(f"model_max_length must be a positive int, got {model_max_length!r}")
+    if not isinstance(add_bos, bool):
+        raise ValueError(f"add_bos must be a bool, got {add_bos!r}")
     corpus = list(texts)
     for i, text in enumerate(corpus):
         if not isinstance(text, str):
@@ -71,6 +79,13 @@ def train_bpe_tokenizer(
         show_progress=False,
     )
     tokenizer.train_from_iterator(corpus, trainer=trainer, length=len(corpus))
+    if add_bos:
+        bos_id = tokenizer.token_to_id(ENDOFTEXT)
+        tokenizer.post_processor = processors.TemplateProcessing(
+            single=f"{ENDOFTEXT} $A",
+            pair=f"{ENDOFTEXT} $A $B",
+            special_tokens=[(ENDOFTEXT, bos_id)],
+        )
     wrapped = PreTrainedTokenizerFast(
         tokenizer_object=tokenizer,
         bos_token=ENDOFTEXT,
