@@ -271,7 +271,7 @@ def cell_prompts(tokenizer, records, class_names) -> tuple[list[list[int]], list
     """One prompt per cell of every grid: the prompt, then the question ending in "A:"."""
     prompts, asked = [], []
     for k, record in enumerate(records):
-        base = tokenizer.encode(record["prompt_text"])  # with the start token, as in training
+        base = tokenizer.encode(record["prompt_text"])  # special tokens as encode_record adds them
         cells = Grid.from_dict(record).answer_cells  # the truth, or the text's (mismatch)
         objects = {class_names[c] for c in record["cells"]}
         for r in range(record["rows"]):
