@@ -6,9 +6,11 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 from types import ModuleType
 
@@ -143,8 +145,25 @@ def ddp_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=240)
+    if done.returncode != 0 and _is_launch_race(done.stdout + done.stderr):
+        # Rare (about 1 in 50 runs on a loaded 2-core machine): lost the port between
+        # _free_port and torchrun binding it, or gloo aborted a rank while the process group
+        # was torn down. Neither depends on the code under test; a real defect fails again.
+        warnings.warn(f"torchrun retried once after:\n{done.stderr[-3000:]}", stacklevel=1)
+        shutil.rmtree(out)
+        out.mkdir()
+        command[command.index("--master_port") + 1] = str(_free_port())
+        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stdout + done.stderr
     return out
+
+
+def _is_launch_race(output: str) -> bool:
+    """Whether a failed torchrun died of a port race or gloo's teardown abort."""
+    lowered = output.lower()
+    return "address already in use" in lowered or (
+        "terminate called without an active exception" in lowered and "sigabrt" in lowered
+    )
 
 
 @pytest.mark.distributed
