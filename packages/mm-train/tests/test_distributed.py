@@ -146,9 +146,9 @@ def ddp_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=240)
     if done.returncode != 0 and _is_launch_race(done.stdout + done.stderr):
-        # Rare (about 1 in 50 runs on a loaded 2-core machine): lost the port between
-        # _free_port and torchrun binding it, or gloo aborted a rank while the process group
-        # was torn down. Neither depends on the code under test; a real defect fails again.
+        # Rare (once in CI; none in 10 local repeats): lost the port between _free_port and
+        # torchrun binding it, or gloo aborted a rank while the process group was torn
+        # down. Neither depends on the code under test; a real defect fails again.
         warnings.warn(f"torchrun retried once after:\n{done.stderr[-3000:]}", stacklevel=1)
         shutil.rmtree(out)
         out.mkdir()
