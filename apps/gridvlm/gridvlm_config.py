@@ -57,6 +57,7 @@ class LMOptions:
     n_layer: int = arg(2, "transformer blocks", ge=1)
     n_embd: int = arg(64, "width", ge=8)
     n_head: int = arg(2, "attention heads", ge=1)
+    init_std: float = arg(0.02, "standard deviation of the initial weights", gt=0)
     vocab_size: int = arg(512, "BPE vocabulary size", ge=300)
     max_length: int = arg(256, "longest token sequence (context)", ge=16)
     bos: bool = arg(

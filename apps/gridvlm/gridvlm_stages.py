@@ -112,7 +112,8 @@ def pretrain(
                                         cfg.lm.vocab_size, add_bos=cfg.lm.bos)  # fmt: skip
     lm = build_lm(LMConfig.from_tokenizer(tokenizer, n_positions=cfg.lm.max_length,
                                           n_embd=cfg.lm.n_embd, n_layer=cfg.lm.n_layer,
-                                          n_head=cfg.lm.n_head, family=cfg.lm.family))  # fmt: skip
+                                          n_head=cfg.lm.n_head, family=cfg.lm.family,
+                                          init_std=cfg.lm.init_std))  # fmt: skip
     p = cfg.pretrain
     return StagePlan(
         model=lm, step_fn=_lm_step,

@@ -195,6 +195,23 @@ def test_build_lm_from_config_and_validation(lm_config, tok):
         LMConfig(vocab_size=300, n_positions=64, dropout=1.5)
 
 
+@pytest.mark.parametrize("family", ["gptj", "gpt2"])
+def test_init_std_sets_the_spread_of_the_initial_weights(lm_config, family):
+    import dataclasses
+
+    torch.manual_seed(0)
+    for std in (0.02, 0.1):
+        lm = build_lm(dataclasses.replace(lm_config, family=family, init_std=std))
+        assert lm.config.initializer_range == std
+        matrices = [w.detach().flatten() for w in lm.parameters() if w.dim() == 2]
+        spread = torch.cat(matrices).std().item()
+        # GPT-2's residual projections are scaled down by sqrt(2 n_layer): a loose bound
+        assert 0.7 * std < spread < 1.05 * std, (family, std, spread)
+    for bad in (0.0, -0.1, True):
+        with pytest.raises(ValueError, match="init_std must be a positive float"):
+            dataclasses.replace(lm_config, init_std=bad)
+
+
 # ------------------------------------------------------------------------------- encoders
 
 

@@ -30,7 +30,8 @@ class LMConfig:
     ``n_positions`` is the longest sequence the model can read; for the VLM it must hold the
     image tokens, the prompt and the generated answer. ``dropout`` sets the three dropout
     rates (embeddings, attention, residual). ``rotary_dim`` (GPT-J only; None = the whole
-    head) is how many dimensions of each head rotate. ``eos_token_id`` is also the bos id;
+    head) is how many dimensions of each head rotate. ``init_std`` is the standard deviation of
+    the initial weights (Hugging Face's ``initializer_range``). ``eos_token_id`` is also the bos id;
     ``pad_token_id`` defaults to it (pad = eos, as `train_bpe_tokenizer` makes them).
     """
 
@@ -44,6 +45,7 @@ class LMConfig:
     pad_token_id: int | None = None  # None: eos_token_id
     family: str = "gptj"
     rotary_dim: int | None = None  # None: n_embd // n_head
+    init_std: float = 0.02
 
     def __post_init__(self) -> None:
         if self.family not in LM_FAMILIES:
@@ -62,6 +64,13 @@ class LMConfig:
         ):
             raise ValueError(f"dropout must be a float in [0, 1), got {self.dropout!r}")
         self.dropout = float(self.dropout)
+        if (
+            isinstance(self.init_std, bool)
+            or not isinstance(self.init_std, int | float)
+            or not self.init_std > 0.0
+        ):
+            raise ValueError(f"init_std must be a positive float, got {self.init_std!r}")
+        self.init_std = float(self.init_std)
         head = self.n_embd // self.n_head
         if self.rotary_dim is not None:
             check_int("rotary_dim", self.rotary_dim)
@@ -108,6 +117,7 @@ class LMConfig:
             bos_token_id=self.eos_token_id,
             eos_token_id=self.eos_token_id,
             pad_token_id=self.pad_token_id,
+            initializer_range=self.init_std,
         )
         if self.family == "gpt2":
             from transformers import GPT2Config
