@@ -65,6 +65,7 @@ def test_every_stage_writes_its_directory_and_eval_the_contract(pipeline):
     for key in ("text_accuracy", "image_accuracy", "image_accuracy_onehot", "vlm_text_accuracy"):
         assert 0.0 <= summary[key] <= 1.0, key
     assert len(summary["image_per_position"]) == 3 and len(summary["text_per_position"][0]) == 3
+    assert len(summary["text_forced_by_question"]) == 9  # v3: nine questions per grid
     assert (pipeline / "accuracy_heatmap.png").read_bytes()[:4] == b"\x89PNG"
     vlm = json.loads((pipeline / "vlm" / "summary.json").read_text())
     assert vlm["encoder"] == "clip" and vlm["image_tokens"] == 36  # 54 px / 9 px patches
@@ -137,13 +138,22 @@ def test_resume_extends_a_stage_and_loggers_write_tensorboard(pipeline, tmp_path
     assert record["resumes"][-1]["changed"]["--pretrain.epochs"] == [1, 2]
 
 
-def test_eval_every_decodes_the_validation_grids_between_epochs(tmp_path, data_root):
+def test_eval_every_decodes_the_validation_grids_between_epochs(tmp_path, data_root, capsys):
     out = tmp_path / "run"
     _train(data_root, ["--stage", "pretrain", "--out", str(out), "--eval-every", "4"])
     lines = [json.loads(x) for x in (out / "pretrain" / "metrics.jsonl").read_text().splitlines()]
     scored = [r["step"] for r in lines if "accuracy" in r]
     assert scored == [4, 6]  # every 4 steps and at the end of the 6-step epoch
-    assert all(0.0 <= r["accuracy"] <= 1.0 for r in lines if "accuracy" in r)
+    for r in (r for r in lines if "accuracy" in r):
+        assert all(0.0 <= r[k] <= 1.0 for k in ("accuracy", "forced_first", "forced_last")), r
+    evaluate = load_app_script("gridvlm", "eval").main
+    with pytest.raises(SystemExit) as stop:  # no sft/ yet
+        evaluate(["--run", str(out), "--grids", "2", "--threads", "1"])
+    assert stop.value.code == 2 and "sft" in capsys.readouterr().err
+    summary = evaluate(
+        ["--run", str(out), "--grids", "2", "--threads", "1", "--lm-stage", "pretrain"]
+    )
+    assert 0.0 <= summary["text_accuracy"] <= 1.0 and "image_accuracy" not in summary
 
 
 def test_sigterm_mid_stage_then_resume_equals_the_uninterrupted_stage(tmp_path, data_root):
@@ -287,6 +297,68 @@ def test_batched_text_decoding_equals_one_prompt_at_a_time(pipeline, tasks, data
     alone = tasks.decode_accuracy(lm, tok, records, names, batch_size=1)
     assert batched["per_position"] == alone["per_position"]
     assert batched["examples"] == alone["examples"]
+
+
+def _segments(tok, record) -> tuple[list[int], list[range]]:
+    """The training sequence built segment by segment, with each answer's token range."""
+    ids = tok.encode(record["prompt_text"])
+    spans = []
+    for question, answer in record["qa"]:
+        ids += tok.encode(question, add_special_tokens=False)
+        piece = tok.encode(answer, add_special_tokens=False)
+        spans.append(range(len(ids), len(ids) + len(piece)))
+        ids += piece
+    return ids, spans
+
+
+def test_forced_accuracy_equals_reading_each_answer_token_by_token(pipeline, tasks, data_root):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from mm_data.grids import GridDataset
+
+    tok = tasks.load_tokenizer(pipeline / "pretrain" / "tokenizer")
+    lm = AutoModelForCausalLM.from_pretrained(str(pipeline / "pretrain" / "model")).eval()
+    records = GridDataset(data_root / "text-v3", "val").records[:4]
+    expected = [[] for _ in records[0]["qa"]]
+    for record in records:
+        ids, spans = _segments(tok, record)
+        for k, span in enumerate(spans):
+            with torch.no_grad():  # one unpadded sequence per answer token
+                guesses = [int(lm(input_ids=torch.tensor([ids[:t]])).logits[0, -1].argmax())
+                           for t in span]  # fmt: skip
+            expected[k].append(guesses == ids[span.start : span.stop])
+    got = tasks.forced_accuracy(lm, tok, records, batch_size=3)  # padded batches
+    assert got["by_question"] == pytest.approx([sum(e) / len(e) for e in expected])
+    assert got["first"] == got["by_question"][0] and got["last"] == got["by_question"][-1]
+
+
+def test_forced_accuracy_scores_the_prediction_of_each_answer_token(pipeline, tasks, data_root):
+    """A stand-in LM that predicts the true next token except for tokens at positions 1 mod 5:
+    an answer is right iff none of its tokens sits at such a position."""
+    import torch
+
+    from mm_data.grids import GridDataset
+
+    tok = tasks.load_tokenizer(pipeline / "pretrain" / "tokenizer")
+
+    class PeekMostly(torch.nn.Module):
+        def forward(self, input_ids, attention_mask):
+            following = torch.roll(input_ids, -1, dims=1)
+            logits = torch.nn.functional.one_hot(following, len(tok)).float()
+            wrong = (torch.arange(input_ids.shape[1]) + 1) % 5 == 1  # predicting those tokens
+            logits[:, wrong] = logits[:, wrong].roll(1, dims=-1)
+            return type("Out", (), {"logits": logits})
+
+    records = GridDataset(data_root / "text-v3", "val").records[:5]
+    expected = [[] for _ in records[0]["qa"]]
+    for record in records:
+        for k, span in enumerate(_segments(tok, record)[1]):
+            expected[k].append(all(t % 5 != 1 for t in span))
+    got = tasks.forced_accuracy(PeekMostly(), tok, records, batch_size=2)
+    assert got["by_question"] == pytest.approx([sum(e) / len(e) for e in expected])
+    assert 0.0 < sum(got["by_question"]) < len(expected)  # some answers right, some wrong
+    assert tasks.answer_spans([-100, 5, 6, -100, 7, 0]) == [range(1, 3), range(4, 5)]
 
 
 def test_a_vlm_on_other_grids_builds_its_corpus_on_a_fresh_data_root(pipeline, tmp_path):

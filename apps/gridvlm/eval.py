@@ -2,12 +2,16 @@
 
     uv run apps/gridvlm/eval.py --run runs/gridvlm                 # 250 validation grids
     uv run apps/gridvlm/eval.py --run runs/gridvlm --split test --grids 100
+    uv run apps/gridvlm/eval.py --run runs/gridvlm --lm-stage pretrain   # before sft
 
 Every cell of every grid is asked alone ("What object is in row r, column c?" after the
 grid, no earlier Q/A) and answered by greedy decoding (5 new tokens; the answer is the
 first line after "A:"). Scored: exact-match accuracy overall and per grid position, and
-the share of answers that name an object of the grid. Models: the SFT LM on the text form
-(`text_accuracy`), every VLM stage (vlm/, vlm-<tag>/) on the image form
+the share of answers that name an object of the grid. Models: the SFT LM (`--lm-stage pretrain`: the pre-trained one) on the text form
+(`text_accuracy`; also, reading each grid whole with the true answers as in training,
+its teacher-forced accuracy by question index, `text_forced_by_question`: rising with the
+index when the LM eliminates objects already named instead of reading the cell), every
+VLM stage (vlm/, vlm-<tag>/) on the image form
 (`image_accuracy`, `image_accuracy_<tag>`) and its own LM on the text form
 (`vlm_text_accuracy[_<tag>]`). Writes RUN/summary.json, RUN/eval_config.json and
 RUN/accuracy_heatmap.png (one panel per model).
@@ -50,6 +54,7 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
         ensure_corpus,
         eval_records,
         fail,
+        forced_accuracy,
         load_tokenizer,
         require_finished,
     )
@@ -63,8 +68,8 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
     run = Path(cfg.run)
-    sft = require_finished(run, "sft", "eval")
-    train_cfg = load_config(GridVLMConfig, sft / "config.json")
+    lm_dir = require_finished(run, cfg.lm_stage, "eval")
+    train_cfg = load_config(GridVLMConfig, lm_dir / "config.json")
     corpus = ensure_corpus(train_cfg.data)
     device = resolve_device(cfg.device)
     text_set = GridDataset(corpus.text_root, cfg.split)
@@ -78,13 +83,17 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
 
     summary: dict[str, Any] = {"split": cfg.split, "grids": cfg.grids}
     panels: dict[str, Any] = {}
-    tokenizer = load_tokenizer(sft / TOKENIZER_DIR)
-    lm = AutoModelForCausalLM.from_pretrained(str(sft / MODEL_DIR)).to(device)
+    tokenizer = load_tokenizer(lm_dir / TOKENIZER_DIR)
+    lm = AutoModelForCausalLM.from_pretrained(str(lm_dir / MODEL_DIR)).to(device)
     text = score(lm, tokenizer, text_records)
     summary.update(text_accuracy=text["accuracy"], text_in_grid_rate=text["in_grid_rate"],
                    text_per_position=text["per_position"])  # fmt: skip
     panels["LM, text grid"] = text["per_position"]
-    print(f"text (sft LM): accuracy {text['accuracy']:.3f}")
+    forced = forced_accuracy(lm, tokenizer, text_records, device=device, batch_size=cfg.batch_size)
+    summary.update(text_forced_by_question=forced["by_question"],
+                   text_forced_first=forced["first"], text_forced_last=forced["last"])  # fmt: skip
+    print(f"text ({cfg.lm_stage} LM): accuracy {text['accuracy']:.3f}; teacher-forced by question index "
+          + " ".join(f"{a:.2f}" for a in forced["by_question"]))  # fmt: skip
 
     image_set = GridDataset(corpus.image_root, cfg.split)
     image_records = eval_records(image_set, cfg.grids)

@@ -198,6 +198,9 @@ class EvalConfig:
 
     run: str = arg("", "a train.py --out directory holding sft/ (and vlm/, vlm-<tag>/) (required)")
     split: Literal["val", "test"] = arg("val", "grids to decode")
+    lm_stage: Literal["sft", "pretrain"] = arg(
+        "sft", "the LM scored on the text grids: after sft, or straight from pre-training"
+    )
     grids: int = arg(250, "grids decoded (each of their cells asked alone)", ge=1)
     batch_size: int = arg(128, "prompts decoded at once", ge=1)
     device: Literal["auto", "cpu", "cuda"] = arg("auto", "device")

@@ -31,6 +31,7 @@ from gridvlm_tasks import (
     decode_accuracy,
     eval_records,
     first_per_grid,
+    forced_accuracy,
     image_tensor,
     load_tokenizer,
     tokenized,
@@ -91,8 +92,10 @@ def _text_eval(cfg: GridVLMConfig, corpus: Corpus, tokenizer, device):
     records = eval_records(GridDataset(corpus.text_root, "val"), cfg.eval_grids)
 
     def evaluate(model: nn.Module) -> dict[str, float]:
-        return _scores(decode_accuracy(model, tokenizer, records, corpus.class_names,
-                                       device=device))  # fmt: skip
+        scores = _scores(decode_accuracy(model, tokenizer, records, corpus.class_names,
+                                         device=device))  # fmt: skip
+        forced = forced_accuracy(model, tokenizer, records, device=device)
+        return {**scores, "forced_first": forced["first"], "forced_last": forced["last"]}
 
     return evaluate
 

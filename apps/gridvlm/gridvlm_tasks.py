@@ -334,6 +334,63 @@ def decode_accuracy(model, tokenizer, records, class_names, *, visual: torch.Ten
     return result
 
 
+def answer_spans(labels: Sequence[int]) -> list[range]:
+    """Token ranges of the answers in the labels of ``encode_record(..., "answers")``: the
+    runs of kept labels, the final eos taken off the last run."""
+    spans: list[range] = []
+    start = None
+    for t, label in enumerate([*labels, IGNORE]):
+        if label != IGNORE and start is None:
+            start = t
+        elif label == IGNORE and start is not None:
+            spans.append(range(start, t))
+            start = None
+    if spans:
+        spans[-1] = range(spans[-1].start, spans[-1].stop - 1)
+    return [span for span in spans if len(span)]
+
+
+@torch.no_grad()
+def forced_accuracy(model, tokenizer, records, *, device: torch.device | str = "cpu",
+                    batch_size: int = 64) -> dict[str, Any]:  # fmt: skip
+    """Teacher-forced accuracy of a causal LM by question index.
+
+    Every record is read whole, as in training (prompt, then each question with its true
+    answer); the k-th answer counts as right when the most likely next token is right at
+    each of its tokens. A model that reads the cells scores alike at every k; one that
+    names the objects not yet named scores higher late in the grid (the last answer of a
+    grid whose every cell is asked follows from the others). Returns ``by_question`` (one
+    accuracy per index k, over the records that have a k-th question), ``first`` and
+    ``last`` (over each record's first and last question).
+    """
+    encoded = [encode_record(tokenizer, record, "answers") for record in records]
+    hits: dict[int, list[bool]] = {}
+    first: list[bool] = []
+    last: list[bool] = []
+    was_training = model.training
+    model.eval()
+    for start in range(0, len(encoded), batch_size):
+        chunk = encoded[start : start + batch_size]
+        batch = pad_batch([{"ids": ids, "labels": labels} for ids, labels in chunk],
+                          tokenizer.pad_token_id)  # fmt: skip
+        logits = model(input_ids=batch["input_ids"].to(device),
+                       attention_mask=batch["attention_mask"].to(device)).logits  # fmt: skip
+        guess = logits.argmax(-1).cpu()
+        for row, (ids, labels) in enumerate(chunk):
+            right = [all(int(guess[row, t - 1]) == ids[t] for t in span)
+                     for span in answer_spans(labels)]  # fmt: skip
+            for k, ok in enumerate(right):
+                hits.setdefault(k, []).append(ok)
+            first.append(right[0])
+            last.append(right[-1])
+    model.train(was_training)
+    return {
+        "by_question": [float(np.mean(hits[k])) for k in sorted(hits)],
+        "first": float(np.mean(first)),
+        "last": float(np.mean(last)),
+    }
+
+
 def check_encoder(out: Path, shape: dict[str, Any]) -> None:
     """On resume: exit 2 if the encoder differs from the one the run was built on."""
     record = out / ENCODER_FILE
