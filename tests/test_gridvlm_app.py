@@ -154,6 +154,7 @@ def test_eval_every_decodes_the_validation_grids_between_epochs(tmp_path, data_r
         ["--run", str(out), "--grids", "2", "--threads", "1", "--lm-stage", "pretrain"]
     )
     assert 0.0 <= summary["text_accuracy"] <= 1.0 and "image_accuracy" not in summary
+    assert summary["lm_stage"] == "pretrain"
 
 
 def test_sigterm_mid_stage_then_resume_equals_the_uninterrupted_stage(tmp_path, data_root):

@@ -7,7 +7,8 @@
 Every cell of every grid is asked alone ("What object is in row r, column c?" after the
 grid, no earlier Q/A) and answered by greedy decoding (5 new tokens; the answer is the
 first line after "A:"). Scored: exact-match accuracy overall and per grid position, and
-the share of answers that name an object of the grid. Models: the SFT LM (`--lm-stage pretrain`: the pre-trained one) on the text form
+the share of answers that name an object of the grid. Models: the SFT LM (with
+`--lm-stage pretrain` the pre-trained one; `lm_stage` in the summary) on the text form
 (`text_accuracy`; also, reading each grid whole with the true answers as in training,
 its teacher-forced accuracy by question index, `text_forced_by_question`: rising with the
 index when the LM eliminates objects already named instead of reading the cell), every
@@ -81,7 +82,7 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
         return decode_accuracy(model, tokenizer, records, corpus.class_names, visual=visual,
                                device=device, batch_size=cfg.batch_size)  # fmt: skip
 
-    summary: dict[str, Any] = {"split": cfg.split, "grids": cfg.grids}
+    summary: dict[str, Any] = {"split": cfg.split, "grids": cfg.grids, "lm_stage": cfg.lm_stage}
     panels: dict[str, Any] = {}
     tokenizer = load_tokenizer(lm_dir / TOKENIZER_DIR)
     lm = AutoModelForCausalLM.from_pretrained(str(lm_dir / MODEL_DIR)).to(device)
@@ -92,8 +93,9 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     forced = forced_accuracy(lm, tokenizer, text_records, device=device, batch_size=cfg.batch_size)
     summary.update(text_forced_by_question=forced["by_question"],
                    text_forced_first=forced["first"], text_forced_last=forced["last"])  # fmt: skip
-    print(f"text ({cfg.lm_stage} LM): accuracy {text['accuracy']:.3f}; teacher-forced by question index "
-          + " ".join(f"{a:.2f}" for a in forced["by_question"]))  # fmt: skip
+    by_question = " ".join(f"{a:.2f}" for a in forced["by_question"])
+    print(f"text ({cfg.lm_stage} LM): accuracy {text['accuracy']:.3f}; "
+          f"teacher-forced by question index {by_question}")  # fmt: skip
 
     image_set = GridDataset(corpus.image_root, cfg.split)
     image_records = eval_records(image_set, cfg.grids)
