@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,14 @@ def check_int(name: str, value: Any, low: int = 1) -> None:
     """ValueError unless value is an int (not a bool) >= low."""
     if isinstance(value, bool) or not isinstance(value, int) or value < low:
         raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
+
+
+def check_float(name: str, value: Any, ok: Callable[[float], bool], what: str) -> float:
+    """float(value); ValueError "<name> must be <what>" unless it is a number (not a bool)
+    for which ok holds."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not ok(value):
+        raise ValueError(f"{name} must be {what}, got {value!r}")
+    return float(value)
 
 
 def check_bool(name: str, value: Any) -> None:

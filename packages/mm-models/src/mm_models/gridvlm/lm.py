@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from mm_models.gridvlm._checks import check_int
+from mm_models.gridvlm._checks import check_float, check_int
 
 if TYPE_CHECKING:
     from transformers import PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
@@ -57,20 +57,12 @@ class LMConfig:
         check_int("n_head", self.n_head)
         if self.n_embd % self.n_head:
             raise ValueError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
-        if (
-            isinstance(self.dropout, bool)
-            or not isinstance(self.dropout, int | float)
-            or not 0.0 <= self.dropout < 1.0
-        ):
-            raise ValueError(f"dropout must be a float in [0, 1), got {self.dropout!r}")
-        self.dropout = float(self.dropout)
-        if (
-            isinstance(self.init_std, bool)
-            or not isinstance(self.init_std, int | float)
-            or not self.init_std > 0.0
-        ):
-            raise ValueError(f"init_std must be a positive float, got {self.init_std!r}")
-        self.init_std = float(self.init_std)
+        self.dropout = check_float(
+            "dropout", self.dropout, lambda v: 0.0 <= v < 1.0, "a float in [0, 1)"
+        )
+        self.init_std = check_float(
+            "init_std", self.init_std, lambda v: v > 0.0, "a positive float"
+        )
         head = self.n_embd // self.n_head
         if self.rotary_dim is not None:
             check_int("rotary_dim", self.rotary_dim)
