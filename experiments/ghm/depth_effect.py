@@ -5,8 +5,11 @@ evidence is far from Bayes) for every variant, seed and p, then scores every tra
 model, exact BP and the additive baseline (the best tempered naive-Bayes root posterior,
 its alpha fitted on separate samples) on the same held-out samples of each p:
 
-    uv run experiments/ghm/depth_effect.py --seeds 0,1,2 --out runs/depth   # 9 runs, 10-20 min each
-    uv run experiments/ghm/depth_effect.py --seeds 0 --p-values 0.2,0.3 --jobs 2
+    uv run experiments/ghm/depth_effect.py --seeds 0,1,2 --out runs/depth   # 9 runs of 48000 steps
+    uv run experiments/ghm/depth_effect.py --seeds 0 --variants standard,shallow -- --steps 6000
+
+At the preset's 48000 steps a run takes 40 (shallow) to 75 (guided) minutes of one core,
+the 9 runs about 4.5 hours of two cores; `-- --steps N` trades the budget for time.
 
 Finished runs are reused and stopped ones resumed, so an interrupted call continues.
 Writes OUT/summary.json (flat keys at the first p: `standard_excess`, `shallow_excess`,
