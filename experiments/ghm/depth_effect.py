@@ -222,6 +222,38 @@ def markdown(table: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def plot_one_p(path: Path, rows: list[dict], table: list[dict]) -> None:
+    """One p: per model its seeds (dots) and their mean +- 1 SE over seeds (bar), with the
+    additive excess and half of it (the depth target) as horizontal lines."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    models = [e for e in table if e["model"] != "additive"]
+    additive = next((e for e in table if e["model"] == "additive"), None)
+    for i, e in enumerate(models):
+        seeds = [100 * r["relative_excess"] for r in rows if r["model"] == e["model"]]
+        ax.scatter([i] * len(seeds), seeds, s=14, color="0.5", zorder=3)
+        ax.errorbar(i + 0.12, 100 * e["relative_excess"], yerr=100 * e["relative_excess_se"],
+                    fmt="o", capsize=4, color=f"C{i}", zorder=4)  # fmt: skip
+    if additive is not None:
+        level = 100 * additive["relative_excess"]
+        ax.axhline(level, color="k", lw=1, label=f"additive evidence ({level:.1f}%)")
+        ax.axhline(level / 2, color="k", lw=1, ls="--", label="half the additive excess")
+    ax.set_xticks(range(len(models)), [e["model"] for e in models])
+    ax.set_xlim(-0.5, len(models) - 0.5)
+    ax.set_ylim(0, 1.12 * max(100 * r["relative_excess"] for r in rows))
+    ax.set_ylabel("held-out CLIP excess over Bayes (%)")
+    ax.set_title(f"p = {table[0]['p']}: seeds (grey), mean +- 1 SE", fontsize=9)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3, axis="y")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     out = Path(args.out)
@@ -239,16 +271,19 @@ def main(argv: list[str] | None = None) -> dict:
     write_results_csv(table, out / "depth_effect.csv")
     text = markdown(table)
     (out / "depth_effect.md").write_text(text)
-    models = list(dict.fromkeys(e["model"] for e in table))
-    series = {
-        m: (
-            [100 * e["relative_excess"] for e in table if e["model"] == m],
-            [100 * e["relative_excess_se"] for e in table if e["model"] == m],
-        )
-        for m in models
-    }
-    plot(out / "depth_effect.png", args.p_values, series, "flip probability p",
-         "held-out CLIP excess over Bayes (%)")  # fmt: skip
+    if len(args.p_values) == 1:
+        plot_one_p(out / "depth_effect.png", rows, table)
+    else:
+        models = list(dict.fromkeys(e["model"] for e in table))
+        series = {
+            m: (
+                [100 * e["relative_excess"] for e in table if e["model"] == m],
+                [100 * e["relative_excess_se"] for e in table if e["model"] == m],
+            )
+            for m in models
+        }
+        plot(out / "depth_effect.png", args.p_values, series, "flip probability p",
+             "held-out CLIP excess over Bayes (%)")  # fmt: skip
     first = args.p_values[0]
     summary = {"p": first, "seeds": args.seeds, "samples": args.samples}
     for e in table:
