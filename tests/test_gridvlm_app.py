@@ -155,6 +155,10 @@ def test_eval_every_decodes_the_validation_grids_between_epochs(tmp_path, data_r
     )
     assert 0.0 <= summary["text_accuracy"] <= 1.0 and "image_accuracy" not in summary
     assert summary["lm_stage"] == "pretrain"
+    # the pre-trained LM's evaluation has its own files: RUN/summary.json stays the sft one
+    assert json.loads((out / "summary-pretrain.json").read_text()) == summary
+    assert (out / "accuracy_heatmap-pretrain.png").stat().st_size > 0
+    assert not (out / "summary.json").exists() and not (out / "accuracy_heatmap.png").exists()
 
 
 def test_sigterm_mid_stage_then_resume_equals_the_uninterrupted_stage(tmp_path, data_root):

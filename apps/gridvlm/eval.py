@@ -15,7 +15,9 @@ index when the LM eliminates objects already named instead of reading the cell),
 VLM stage (vlm/, vlm-<tag>/) on the image form
 (`image_accuracy`, `image_accuracy_<tag>`) and its own LM on the text form
 (`vlm_text_accuracy[_<tag>]`). Writes RUN/summary.json, RUN/eval_config.json and
-RUN/accuracy_heatmap.png (one panel per model).
+RUN/accuracy_heatmap.png (one panel per model); with `--lm-stage pretrain` the same files
+named summary-pretrain.json, eval_config-pretrain.json and accuracy_heatmap-pretrain.png,
+so scoring the pre-trained LM never replaces the evaluation of the fine-tuned one.
 """
 
 from __future__ import annotations
@@ -118,11 +120,13 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     if "image_accuracy" not in summary:
         print(f"note: no finished vlm/ stage in {run}: image_accuracy not measured",
               file=sys.stderr)  # fmt: skip
-    plot_position_heatmap(panels, run / "accuracy_heatmap.png",
+    tag = "" if cfg.lm_stage == "sft" else f"-{cfg.lm_stage}"
+    heatmap, summary_path = run / f"accuracy_heatmap{tag}.png", run / f"summary{tag}.json"
+    plot_position_heatmap(panels, heatmap,
                           title=f"accuracy per grid position ({cfg.split}, {cfg.grids} grids)")  # fmt: skip
-    save_config(cfg, run / "eval_config.json")
-    atomic_write_json(run / "summary.json", summary)
-    print(f"wrote {run / 'summary.json'} and {run / 'accuracy_heatmap.png'}")
+    save_config(cfg, run / f"eval_config{tag}.json")
+    atomic_write_json(summary_path, summary)
+    print(f"wrote {summary_path} and {heatmap}")
     return summary
 
 
