@@ -453,6 +453,20 @@ def test_depth_effect_scores_every_model_on_the_same_samples(tmp_path, capsys):
         assert (tmp_path / name).stat().st_size > 0
     assert depth.main(args) == summary  # reused runs, same held-out samples
     assert "train.py" not in capsys.readouterr().out
+    # one variant alone (e.g. added later): scored on the same samples, no paired column
+    alone = tmp_path / "alone"
+    (alone / "runs").mkdir(parents=True)
+    for seed in (0, 1):
+        name = f"p0.30-shallow-seed{seed}"
+        (alone / "runs" / name).symlink_to(tmp_path / "runs" / name)
+    flags = list(args)
+    flags[flags.index("--variants") + 1] = "shallow"
+    flags[flags.index("--out") + 1] = str(alone)
+    only = depth.main(flags)
+    assert "train.py" not in capsys.readouterr().out
+    assert only["shallow_excess"] == pytest.approx(summary["shallow_excess"])
+    assert only["additive_excess"] == pytest.approx(summary["additive_excess"])
+    assert "standard_excess" not in only and "shallow_minus_standard" not in only
     with pytest.raises(SystemExit) as bad:
         depth.main(["--variants", "standard,deep", "--out", str(tmp_path)])
     assert bad.value.code == 2 and "'deep'" in capsys.readouterr().err
